@@ -1,0 +1,227 @@
+"""Benchmark: the connector's own share of a provider launch, against the sandbox EHR.
+
+Runs the real service in-process (Django's live-server thread, a fresh test
+database) and drives full provider launches over HTTP: /launch/provider ->
+the sandbox's authorize -> /launch/callback -> the meeting's join URL. For the
+connector's two requests it measures the time spent in the handler minus the
+time spent waiting for the EHR (every outbound call goes through
+connector.ehr_http) and the meeting provider (the in-memory backend here).
+The reference is a bare Django view doing one database read, timed the same
+way in the same run.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/connector .venv/bin/python bench/launch_bench.py
+    .venv/bin/python bench/launch_bench.py --launches 300        # SQLite
+
+Target (issue 4): p95 of the connector's share at most 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connector.settings")
+os.environ.setdefault("SANDBOX_EHR", "true")
+os.environ.setdefault("EHR_INSECURE_HOSTS", "127.0.0.1,localhost")
+os.environ.setdefault("MEETING_BACKEND", "connector.meetings.locmem.LocmemMeetingBackend")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Persistent database connections, as in production (DB_CONN_MAX_AGE in .env.example).
+os.environ.setdefault("DB_CONN_MAX_AGE", "600")
+
+import django  # noqa: E402
+
+django.setup()
+
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+from django.test.testcases import LiveServerThread  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+from django.urls import path  # noqa: E402
+
+import connector.ehr_http as ehr_http  # noqa: E402
+import connector.urls  # noqa: E402
+
+_outbound = threading.local()
+
+
+def _timed_outbound(function):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _outbound.seconds = getattr(_outbound, "seconds", 0.0) + time.perf_counter() - start
+
+    return wrapper
+
+
+def bare_view(request):
+    from tenants.models import Tenant
+
+    Tenant.objects.filter(pk=1).first()
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("bench/bare", bare_view), *connector.urls.urlpatterns]
+handler404 = connector.urls.handler404
+handler500 = connector.urls.handler500
+
+own_share: dict[str, list[float]] = {"launch": [], "bare": []}
+PROFILER = None  # a cProfile.Profile with --profile
+by_path: dict[str, list[float]] = {}
+_current: dict[str, float] = {}
+
+
+class TimingMiddleware:
+    """Server-side handler time minus outbound waiting, for the paths we measure."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        _outbound.seconds = 0.0
+        start = time.perf_counter()
+        if PROFILER is not None and request.path.startswith("/launch/"):
+            PROFILER.enable()
+            response = self.get_response(request)
+            PROFILER.disable()
+        else:
+            response = self.get_response(request)
+        spent = time.perf_counter() - start - _outbound.seconds
+        if request.path.startswith("/launch/"):
+            _current["launch"] = _current.get("launch", 0.0) + spent
+            by_path.setdefault(request.path, []).append(spent)
+        elif request.path == "/bench/bare":
+            own_share["bare"].append(spent)
+        return response
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--launches", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--profile", action="store_true", help="print where the launch handlers spend time")
+    args = parser.parse_args()
+    if args.profile:
+        import cProfile
+
+        global PROFILER
+        PROFILER = cProfile.Profile()
+
+    # Wrap the one outbound client and the meeting backend's create call.
+    ehr_http.ehr_request = _timed_outbound(ehr_http.ehr_request)
+    from connector.meetings.locmem import LocmemMeetingBackend
+
+    LocmemMeetingBackend.create_meeting = _timed_outbound(LocmemMeetingBackend.create_meeting)
+
+    setup_test_environment()
+    settings.ROOT_URLCONF = __name__
+    settings.MIDDLEWARE = [f"{__name__}.TimingMiddleware", *settings.MIDDLEWARE]
+    settings.SMART_SIGNING_KEY_FILES = []
+    settings.DEBUG = True  # the development signing key under var/
+    old_name = connection.creation.create_test_db(
+        verbosity=0, autoclobber=True, keepdb=False, serialize=False
+    )
+    from django.test.testcases import _StaticFilesHandler
+
+    server = LiveServerThread("127.0.0.1", _StaticFilesHandler, connections_override=None, port=0)
+    server.daemon = True
+    server.start()
+    server.is_ready.wait()
+    if server.error:
+        raise server.error
+    base = f"http://127.0.0.1:{server.port}"
+    settings.PUBLIC_BASE_URL = base
+    try:
+        run(base, args)
+    finally:
+        server.terminate()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def run(base: str, args) -> None:
+    from connector.models import ClinicianLink, EndpointStatus, FhirEndpoint
+    from connector.sandbox_ehr.seed import seed_sandbox_ehr
+    from connector.sandbox_ehr.services import launch_create
+    from tenants.models import Tenant, TenantStatus
+    from tenants.scoping import tenant_scope
+
+    seed_sandbox_ehr()
+    user_model = django.contrib.auth.get_user_model()
+    clinician = user_model.objects.create_user(username="bench-clinician")
+    tenant = Tenant.objects.create(
+        name="Bench",
+        microsoft_tenant_id="33333333-3333-4333-8333-333333333333",
+        ehr_vendor="epic",
+        data_region="americas",
+        status=TenantStatus.ENABLED,
+    )
+    iss = f"{base}/sandbox-ehr/fhir/r4"
+    with tenant_scope(tenant):
+        FhirEndpoint.objects.create(
+            tenant=tenant, base_url=iss, environment="test", label="Bench", status=EndpointStatus.APPROVED
+        )
+        for practitioner in ("pract-smith", "pract-park", "pract-nguyen"):
+            ClinicianLink.objects.create(
+                tenant=tenant, user=clinician, fhir_user=f"{iss}/Practitioner/{practitioner}"
+            )
+
+    appointments = ["appt-1001", "appt-1002", "appt-1003", "appt-1004", "appt-1005"]
+    for i in range(args.warmup + args.launches):
+        launch = launch_create(appointment_id=appointments[i % len(appointments)], role="provider")
+        session = requests.Session()
+        _current.clear()
+        response = session.get(
+            f"{base}/launch/provider?" + urlencode({"iss": iss, "launch": launch.launch_id}),
+            allow_redirects=False,
+            timeout=30,
+        )
+        response = session.get(response.headers["Location"], allow_redirects=False, timeout=30)
+        response = session.get(response.headers["Location"], allow_redirects=False, timeout=30)
+        location = response.headers.get("Location", "")
+        assert response.status_code == 302 and "meetings.invalid" in location, (
+            response.status_code,
+            location,
+            response.text[:400],
+        )
+        if i >= args.warmup:
+            own_share["launch"].append(_current["launch"])
+        requests.get(f"{base}/bench/bare", timeout=30)
+    bare = own_share["bare"][args.warmup :]
+    launch = own_share["launch"]
+    ms = 1000.0
+    p50, p95 = percentile(launch, 0.50) * ms, percentile(launch, 0.95) * ms
+    b50, b95 = percentile(bare, 0.50) * ms, percentile(bare, 0.95) * ms
+    print(f"database: {connection.vendor}; launches measured: {len(launch)}")
+    mean = statistics.mean(launch) * ms
+    print(f"connector's share of a launch: p50 {p50:.1f} ms, p95 {p95:.1f} ms (mean {mean:.1f} ms)")
+    print(f"bare view with one database read: p50 {b50:.2f} ms, p95 {b95:.2f} ms")
+    print(f"ratio launch/bare: p50 {p50 / b50:.1f}x, p95 {p95 / b95:.1f}x")
+    print(f"target p95 <= 50 ms: {'met' if p95 <= 50 else 'NOT met'}")
+    for request_path, values in sorted(by_path.items()):
+        print(
+            f"  {request_path}: p50 {percentile(values, 0.5) * ms:.1f} ms, p95 {percentile(values, 0.95) * ms:.1f} ms"
+        )
+    if PROFILER is not None:
+        import pstats
+
+        pstats.Stats(PROFILER).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""The connector's configuration: FHIR endpoints, EHR approvers, approvals, integration records."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from tenants.scoping import TenantOwnedModel
+
+
+class Environment(models.TextChoices):
+    TEST = "test", "Test"
+    PRODUCTION = "production", "Production"
+
+
+class EndpointStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    VALIDATING = "validating", "Validating"
+    VALIDATED = "validated", "Validated"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    DISABLED = "disabled", "Disabled"
+
+
+def _time_zone_choices() -> list[tuple[str, str]]:
+    from zoneinfo import available_timezones
+
+    return [(name, name) for name in sorted(available_timezones()) if "/" in name or name == "UTC"]
+
+
+class FhirEndpoint(TenantOwnedModel):
+    """One FHIR R4 base URL of the organization's EHR, in one environment."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="fhir_endpoints")
+    base_url = models.URLField(
+        "FHIR base URL",
+        max_length=500,
+        help_text="The FHIR R4 base URL, e.g. https://fhir.example.org/api/FHIR/R4",
+    )
+    environment = models.CharField(max_length=12, choices=Environment.choices)
+    label = models.CharField(
+        "department or organization", max_length=200, help_text="Shown to people choosing between endpoints."
+    )
+    time_zone = models.CharField(max_length=64, choices=_time_zone_choices, default="UTC")
+    status = models.CharField(max_length=20, choices=EndpointStatus.choices, default=EndpointStatus.DRAFT)
+    # Bumped whenever the URL or environment changes: approvals and integration
+    # records are tied to the version they were made for.
+    config_version = models.PositiveIntegerField(default=1)
+    validation_step = models.CharField(
+        max_length=40, blank=True, help_text="The step a running validation is at."
+    )
+    last_validation = models.JSONField(default=dict, blank=True)
+    last_validated_at = models.DateTimeField(null=True, blank=True)
+    write_back_enabled = models.BooleanField(
+        default=False,
+        help_text="Write participant connects and disconnects, visit start and end and device test results "
+        "back to the EHR (SMART Backend Services).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(excluded_fields=["validation_step"])
+
+    class Meta:
+        ordering = ["environment", "label"]
+        verbose_name = "FHIR endpoint"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "base_url"], name="one_endpoint_per_tenant_and_url")
+        ]
+        indexes = [models.Index(fields=["base_url"]), models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_environment_display()}): {self.base_url}"
+
+    @property
+    def is_usable(self) -> bool:
+        """Launches are accepted: approved (Epic) or validated (other vendors)."""
+        return self.status in (EndpointStatus.APPROVED, EndpointStatus.VALIDATED)
+
+    @property
+    def last_validation_ok(self) -> bool | None:
+        return self.last_validation.get("ok") if self.last_validation else None
+
+
+class EhrApprover(TenantOwnedModel):
+    """An EHR analyst (by EHR username) who may approve the organization's endpoints (Epic)."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="ehr_approvers")
+    ehr_username = models.CharField("EHR username", max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["ehr_username"]
+        verbose_name = "EHR approver"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "ehr_username"], name="one_approver_per_tenant_and_username"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.ehr_username
+
+
+class ApprovalDecision(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class EndpointApproval(TenantOwnedModel):
+    """Who approved or rejected which endpoint configuration, and when. Never deleted."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(FhirEndpoint, on_delete=models.CASCADE, related_name="approvals")
+    config_version = models.PositiveIntegerField()
+    base_url = models.URLField(max_length=500, help_text="The URL as it was when decided.")
+    decision = models.CharField(max_length=10, choices=ApprovalDecision.choices)
+    comment = models.TextField(blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    ehr_username = models.CharField("EHR username", max_length=150)
+    ehr_user = models.CharField("EHR user (fhirUser)", max_length=500, blank=True)
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-decided_at"]
+        verbose_name = "endpoint approval"
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} by {self.ehr_username} at {self.decided_at:%Y-%m-%d %H:%M}"
+
+
+class RecordKind(models.TextChoices):
+    PATIENT_LAUNCH = "patient_launch", "Patient launch"
+    PROVIDER_LAUNCH = "provider_launch", "Provider launch"
+    DIRECT_SMS_LAUNCH = "direct_sms_launch", "Direct SMS launch"
+    SMS_CONFIGURATION = "sms_configuration", "SMS configuration"
+    DEVICE_TEST_CONFIGURATION = "device_test_configuration", "Device test configuration"
+
+
+class IntegrationRecord(TenantOwnedModel):
+    """What the EHR team types into the EHR for one endpoint and one kind of launch."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(FhirEndpoint, on_delete=models.CASCADE, related_name="integration_records")
+    kind = models.CharField(max_length=30, choices=RecordKind.choices)
+    config_version = models.PositiveIntegerField()
+    out_of_date = models.BooleanField(
+        default=False, help_text="The endpoint changed since: wait for the new records before using these."
+    )
+    launch_url = models.URLField(max_length=500, blank=True)
+    redirect_uri = models.URLField(max_length=500, blank=True)
+    client_id = models.CharField(max_length=200, blank=True)
+    scopes = models.TextField(blank=True)
+    context_parameters = models.JSONField(
+        default=list, blank=True, help_text="Parameters the EHR must append to the launch URL."
+    )
+    context_token = models.CharField(max_length=100, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    generated_at = models.DateTimeField(default=timezone.now)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["endpoint", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "kind"], name="one_record_per_endpoint_and_kind")
+        ]
+        indexes = [models.Index(fields=["context_token"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.endpoint.label}"
+
+    def as_export(self) -> dict:
+        """The record as the EHR team reads it (JSON download and API)."""
+        return {
+            "kind": self.kind,
+            "title": self.get_kind_display(),
+            "endpoint": self.endpoint.base_url,
+            "environment": self.endpoint.environment,
+            "label": self.endpoint.label,
+            "launch_url": self.launch_url,
+            "redirect_uri": self.redirect_uri,
+            "client_id": self.client_id,
+            "scopes": self.scopes,
+            "context_parameters": self.context_parameters,
+            "context_token": self.context_token,
+            "details": self.details,
+            "out_of_date": self.out_of_date,
+            "generated_at": self.generated_at.isoformat(),
+        }
+
+
+# --- virtual visits ---------------------------------------------------------------
+
+
+class ParticipantRole(models.TextChoices):
+    CLINICIAN = "clinician", "Clinician"
+    PATIENT = "patient", "Patient"
+    GUEST = "guest", "Guest"
+
+
+class ClinicianLink(TenantOwnedModel):
+    """The one identity the connector keeps: an EHR user's unique ID linked to an organization user.
+
+    Made at a clinician's first launch, after a one-time Microsoft sign-in.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    fhir_user = models.CharField("EHR user (fhirUser)", max_length=500)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clinician_links"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "fhir_user"], name="one_link_per_ehr_user")]
+
+    def __str__(self) -> str:
+        return f"{self.fhir_user} -> {self.user}"
+
+
+class Meeting(TenantOwnedModel):
+    """An online meeting at the meeting provider; a group visit's visits share one."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    backend = models.CharField(max_length=200)
+    meeting_id = models.CharField(max_length=500)
+    join_url = models.URLField(max_length=2000)
+    data = models.JSONField(default=dict, blank=True)
+    conference_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["backend", "meeting_id"], name="one_row_per_provider_meeting"),
+        ]
+        indexes = [models.Index(fields=["tenant", "conference_id"])]
+
+    def __str__(self) -> str:
+        return self.meeting_id
+
+
+class VisitState(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    NO_SHOW = "no_show", "No show"
+
+
+class Visit(TenantOwnedModel):
+    """One virtual visit per appointment. Holds IDs and timestamps only: no names, no clinical data."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="visits")
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    endpoint = models.ForeignKey(FhirEndpoint, on_delete=models.PROTECT, related_name="visits")
+    appointment_id = models.CharField(max_length=200, help_text="The EHR's appointment ID (Epic: the CSN).")
+    conference_id = models.CharField(max_length=200, blank=True)
+    department_id = models.CharField(max_length=200, blank=True)
+    encounter_id = models.CharField(max_length=200, blank=True)
+    meeting = models.ForeignKey(
+        Meeting, on_delete=models.SET_NULL, null=True, blank=True, related_name="visits"
+    )
+    scheduled_start = models.DateTimeField(null=True, blank=True)
+    scheduled_end = models.DateTimeField(null=True, blank=True)
+    primary_clinician = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    primary_clinician_ehr_id = models.CharField(max_length=500, blank=True)
+    # Derived from the visit's events by services.visits.visit_recompute.
+    state = models.CharField(max_length=12, choices=VisitState.choices, default=VisitState.SCHEDULED)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    lobby_wait_seconds = models.PositiveIntegerField(null=True, blank=True)
+    peak_attendees = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "appointment_id"], name="one_visit_per_appointment")
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"]),
+            models.Index(fields=["tenant", "started_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Visit {self.public_id}"
+
+    @property
+    def duration_seconds(self) -> int | None:
+        if self.started_at and self.ended_at:
+            return int((self.ended_at - self.started_at).total_seconds())
+        return None
+
+
+class EventKind(models.TextChoices):
+    LOBBY_ENTERED = "lobby_entered", "Entered the lobby"
+    ADMITTED = "admitted", "Admitted from the lobby"
+    JOINED = "joined", "Joined"
+    LEFT = "left", "Left"
+    DEVICE_TEST = "device_test", "Device test"
+
+
+class EventSource(models.TextChoices):
+    CONNECTOR = "connector", "The connector's pages"
+    TEAMS = "teams", "Microsoft Teams (Graph)"
+    JITSI = "jitsi", "Jitsi"
+    DEMO = "demo", "Demo meeting"
+
+
+class VisitEvent(TenantOwnedModel):
+    """Something that happened in a visit. Idempotent on `event_id`: late or repeated deliveries are kept once."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="events")
+    event_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=EventKind.choices)
+    role = models.CharField(max_length=12, choices=ParticipantRole.choices)
+    participant_id = models.CharField(max_length=200)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=12, choices=EventSource.choices)
+    data = models.JSONField(default=dict, blank=True, help_text="Device test results; never PHI.")
+
+    class Meta:
+        ordering = ["occurred_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "event_id"], name="one_row_per_event_id")]
+        indexes = [models.Index(fields=["visit", "occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.role}) at {self.occurred_at:%H:%M:%S}"
+
+
+class GuestInvite(TenantOwnedModel):
+    """A guest link a clinician made for another clinician, a family member or an interpreter."""
+
+    class Kind(models.TextChoices):
+        CLINICIAN = "clinician", "Another clinician"
+        FAMILY = "family", "Family member"
+        INTERPRETER = "interpreter", "Interpreter"
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="invites")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    participant_id = models.CharField(max_length=64, unique=True)
+    created_by_ehr_id = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.visit}"
+
+
+class WriteBackState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class WriteBack(TenantOwnedModel):
+    """One change to write back to the EHR (FHIR), retried with backoff by a task."""
+
+    class Kind(models.TextChoices):
+        PARTICIPANT_CONNECTED = "participant_connected", "Participant connected"
+        PARTICIPANT_DISCONNECTED = "participant_disconnected", "Participant disconnected"
+        VISIT_STARTED = "visit_started", "Visit started"
+        VISIT_ENDED = "visit_ended", "Visit ended"
+        DEVICE_TEST = "device_test", "Device test result"
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="write_backs")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    dedupe_key = models.CharField(max_length=250, help_text="One write per event: the event's id and kind.")
+    state = models.CharField(max_length=10, choices=WriteBackState.choices, default=WriteBackState.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "dedupe_key"], name="one_write_back_per_key")
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.visit} ({self.get_state_display()})"
+
+
+class LaunchState(models.Model):
+    """A SMART launch between the redirect to the EHR and its callback. Used once, then deleted.
+
+    Not tenant-owned in the scope sense: the callback finds it by its state before
+    any tenant is known; it points at the endpoint that decides the tenant.
+    """
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    endpoint = models.ForeignKey(FhirEndpoint, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=12, choices=ParticipantRole.choices)
+    code_verifier = models.CharField(max_length=128)
+    nonce = models.CharField(max_length=64)
+    browser_binding = models.CharField(max_length=64, help_text="Hash of the cookie set with the redirect.")
+    context = models.JSONField(
+        default=dict, blank=True, help_text="The launch context once the code is exchanged."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()} launch at {self.created_at:%Y-%m-%d %H:%M}"

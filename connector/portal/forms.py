@@ -1,0 +1,33 @@
+from django import forms
+
+from connector.models import Environment, FhirEndpoint
+
+
+class EndpointForm(forms.ModelForm):
+    base_url = forms.CharField(
+        label="FHIR base URL",
+        max_length=500,
+        help_text="The FHIR R4 base URL your EHR team gives you, e.g. https://fhir.example.org/api/FHIR/R4",
+    )
+
+    class Meta:
+        model = FhirEndpoint
+        fields = ["base_url", "environment", "label", "time_zone", "write_back_enabled"]
+        widgets = {"environment": forms.RadioSelect}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["environment"].choices = Environment.choices
+
+
+class ApproversForm(forms.Form):
+    usernames = forms.CharField(
+        label="EHR usernames of the analysts who approve",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One per line, exactly as they sign in to the EHR.",
+    )
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
+    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)

@@ -1,0 +1,1 @@
+"""Writes of the core app, one module per domain: endpoints, approvals, records."""

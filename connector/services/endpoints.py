@@ -1,0 +1,228 @@
+"""FHIR endpoints: create, change, validate, disable."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from connector.endpoint_checks import check_fhir_endpoint, normalize_fhir_base_url
+from connector.models import EhrApprover, EndpointStatus, Environment, FhirEndpoint
+from connector.services.records import integration_records_mark_out_of_date, integration_records_produce
+from tenants.models import EhrVendor, Tenant
+
+logger = logging.getLogger(__name__)
+
+
+def _vendor_needs_approval(tenant: Tenant) -> bool:
+    """Epic requires an analyst's approval of each endpoint; other vendors do not."""
+    return tenant.ehr_vendor == EhrVendor.EPIC
+
+
+def _duplicate_url_error() -> ValidationError:
+    return ValidationError(
+        {
+            "base_url": "This FHIR base URL is already configured for your organization; edit that one instead."
+        },
+        code="duplicate",
+    )
+
+
+def _normalized_url(base_url: str) -> str:
+    try:
+        return normalize_fhir_base_url(base_url)
+    except ValidationError as error:
+        raise ValidationError({"base_url": error.messages}, code="invalid_url") from error
+
+
+def endpoint_create(
+    *,
+    tenant: Tenant,
+    base_url: str,
+    environment: str,
+    label: str,
+    time_zone: str = "UTC",
+    write_back_enabled: bool = False,
+) -> FhirEndpoint:
+    endpoint = FhirEndpoint(
+        tenant=tenant,
+        base_url=_normalized_url(base_url),
+        environment=environment,
+        label=label.strip(),
+        time_zone=time_zone,
+        write_back_enabled=write_back_enabled,
+    )
+    endpoint.full_clean(exclude=["tenant"], validate_unique=False)
+    if FhirEndpoint.objects.filter(tenant=tenant, base_url=endpoint.base_url).exists():
+        raise _duplicate_url_error()
+    try:
+        with transaction.atomic():
+            endpoint.save()
+    except IntegrityError as error:
+        raise _duplicate_url_error() from error
+    logger.info("endpoint %s created for tenant %s", endpoint.pk, tenant.pk)
+    return endpoint
+
+
+def endpoint_update(
+    *,
+    endpoint: FhirEndpoint,
+    base_url: str | None = None,
+    environment: str | None = None,
+    label: str | None = None,
+    time_zone: str | None = None,
+    write_back_enabled: bool | None = None,
+) -> FhirEndpoint:
+    """Change an endpoint. A new URL or environment needs validating (and approving) again."""
+    if endpoint.status == EndpointStatus.DISABLED:
+        raise ValidationError(
+            "This endpoint is disabled; enable it again before changing it.", code="disabled"
+        )
+    new_url = _normalized_url(base_url) if base_url is not None else endpoint.base_url
+    new_environment = environment if environment is not None else endpoint.environment
+    identity_changed = new_url != endpoint.base_url or new_environment != endpoint.environment
+    if new_url != endpoint.base_url and (
+        FhirEndpoint.objects.filter(tenant=endpoint.tenant, base_url=new_url).exclude(pk=endpoint.pk).exists()
+    ):
+        raise _duplicate_url_error()
+    endpoint.base_url = new_url
+    endpoint.environment = new_environment
+    if label is not None:
+        endpoint.label = label.strip()
+    if time_zone is not None:
+        endpoint.time_zone = time_zone
+    if write_back_enabled is not None:
+        endpoint.write_back_enabled = write_back_enabled
+    endpoint.full_clean(exclude=["tenant"], validate_unique=False)
+    with transaction.atomic():
+        if identity_changed:
+            endpoint.config_version += 1
+            was_live = endpoint.status in (EndpointStatus.APPROVED, EndpointStatus.VALIDATED)
+            if was_live and _vendor_needs_approval(endpoint.tenant):
+                # The approval was for the old address: ask for a new one.
+                endpoint.status = EndpointStatus.AWAITING_APPROVAL
+            else:
+                endpoint.status = EndpointStatus.DRAFT
+            endpoint.last_validation = {}
+            endpoint.last_validated_at = None
+            integration_records_mark_out_of_date(endpoint=endpoint)
+        endpoint.save()
+        if not identity_changed and endpoint.is_usable:
+            # Label or time zone appear in the records: produce them again.
+            integration_records_produce(endpoint=endpoint)
+    logger.info("endpoint %s updated (identity changed: %s)", endpoint.pk, identity_changed)
+    return endpoint
+
+
+def endpoint_disable(*, endpoint: FhirEndpoint) -> FhirEndpoint:
+    endpoint.status = EndpointStatus.DISABLED
+    endpoint.save(update_fields=["status", "updated_at"])
+    integration_records_mark_out_of_date(endpoint=endpoint)
+    logger.info("endpoint %s disabled", endpoint.pk)
+    return endpoint
+
+
+def endpoint_enable(*, endpoint: FhirEndpoint) -> FhirEndpoint:
+    """A re-enabled endpoint starts from draft: the EHR may have changed meanwhile."""
+    if endpoint.status == EndpointStatus.DISABLED:
+        endpoint.status = EndpointStatus.DRAFT
+        endpoint.config_version += 1
+        endpoint.save(update_fields=["status", "config_version", "updated_at"])
+    return endpoint
+
+
+def endpoint_request_validation(*, endpoint: FhirEndpoint) -> FhirEndpoint:
+    """Queue a validation; the page polls the endpoint's status for progress."""
+    if endpoint.status == EndpointStatus.DISABLED:
+        raise ValidationError("This endpoint is disabled; enable it before validating.", code="disabled")
+    claimed = (
+        FhirEndpoint.objects.filter(pk=endpoint.pk)
+        .exclude(status=EndpointStatus.VALIDATING)
+        .update(status=EndpointStatus.VALIDATING, validation_step="queued", updated_at=timezone.now())
+    )
+    if claimed:
+        pk, version = endpoint.pk, endpoint.config_version
+        transaction.on_commit(lambda: async_task("connector.tasks.endpoint_validate", pk, version))
+    endpoint.refresh_from_db()
+    return endpoint
+
+
+def endpoint_validate(*, endpoint: FhirEndpoint, config_version: int | None = None) -> FhirEndpoint:
+    """Run the checks now (called by the task) and move the endpoint on.
+
+    Idempotent: a validation of a configuration that has changed since it was
+    queued is dropped; a newer one has been or will be queued.
+    """
+    if config_version is not None and config_version != endpoint.config_version:
+        logger.info("endpoint %s changed since validation was queued; skipped", endpoint.pk)
+        return endpoint
+    if endpoint.status == EndpointStatus.DISABLED:
+        return endpoint
+
+    def progress(step: str) -> None:
+        FhirEndpoint.objects.filter(pk=endpoint.pk).update(validation_step=step)
+
+    version_checked = endpoint.config_version
+    progress("started")
+    result = check_fhir_endpoint(endpoint.base_url, progress=progress)
+    endpoint.refresh_from_db()
+    if endpoint.config_version != version_checked or endpoint.status == EndpointStatus.DISABLED:
+        # Changed or disabled while the checks ran: this result is about the old setup.
+        return endpoint
+    endpoint.last_validation = result.to_dict()
+    endpoint.last_validated_at = result.checked_at
+    endpoint.validation_step = ""
+    already_approved = endpoint.approvals.filter(
+        config_version=endpoint.config_version, decision="approved"
+    ).exists()
+    if not result.ok:
+        endpoint.status = EndpointStatus.DRAFT
+    elif not _vendor_needs_approval(endpoint.tenant):
+        endpoint.status = EndpointStatus.VALIDATED
+    elif already_approved:
+        endpoint.status = EndpointStatus.APPROVED
+    else:
+        endpoint.status = EndpointStatus.AWAITING_APPROVAL
+    with transaction.atomic():
+        endpoint.save()
+        if endpoint.is_usable:
+            integration_records_produce(endpoint=endpoint)
+    logger.info("endpoint %s validated: %s (%s)", endpoint.pk, result.ok, result.code)
+    return endpoint
+
+
+def ehr_approvers_set(*, tenant: Tenant, usernames: list[str]) -> list[EhrApprover]:
+    """Replace the list of EHR usernames allowed to approve (Epic)."""
+    cleaned = []
+    for raw in usernames:
+        name = raw.strip()
+        if not name:
+            continue
+        if len(name) > 150 or any(ch.isspace() for ch in name):
+            raise ValidationError(
+                {"usernames": f"{name[:40]!r} is not an EHR username: one word per line, no spaces."}
+            )
+        if name.upper() not in {c.upper() for c in cleaned}:
+            cleaned.append(name)
+    with transaction.atomic():
+        EhrApprover.objects.exclude(ehr_username__in=cleaned).delete()
+        existing = set(EhrApprover.objects.values_list("ehr_username", flat=True))
+        for name in cleaned:
+            if name not in existing:
+                EhrApprover.objects.create(tenant=tenant, ehr_username=name)
+    return list(EhrApprover.objects.all())
+
+
+__all__ = [
+    "Environment",
+    "ehr_approvers_set",
+    "endpoint_create",
+    "endpoint_disable",
+    "endpoint_enable",
+    "endpoint_request_validation",
+    "endpoint_update",
+    "endpoint_validate",
+]

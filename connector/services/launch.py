@@ -1,0 +1,266 @@
+"""SMART launches of visits: from the EHR (clinician), the patient portal (patient).
+
+    /launch/provider?iss=...&launch=...  -> launch_begin -> the EHR's authorize endpoint
+    /launch/callback?code=...&state=...  -> launch_complete -> context -> visit -> meeting
+
+The state is 256 random bits; only its hash is stored, with the PKCE verifier,
+in a LaunchState row that is claimed exactly once. A cookie binds it to the
+browser that started the launch; where an EHR's embedded browser blocks the
+cookie, the single-use state and the server-held PKCE verifier still stop
+replays (see docs/visits.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from connector.ehr_http import EhrHttpError
+from connector.endpoint_checks import fetch_smart_configuration, normalize_fhir_base_url
+from connector.models import EndpointStatus, FhirEndpoint, LaunchState, ParticipantRole
+from connector.services.records import PATIENT_SCOPES, PROVIDER_SCOPES
+from connector.signing_keys import client_authentication
+from connector.smart import (
+    SmartError,
+    authorize_url,
+    exchange_code,
+    expected_issuers,
+    pkce_pair,
+    verify_id_token,
+)
+from tenants.scoping import all_tenants
+
+logger = logging.getLogger(__name__)
+
+LAUNCH_MAX_AGE = timedelta(minutes=10)
+# Where a clinician's launch ends: the meeting (default), or the visit's console, for a second
+# EHR launch record whose URL is /launch/provider?view=console (see docs/visits.md).
+LAUNCH_VIEW_MEETING = ""
+LAUNCH_VIEW_CONSOLE = "console"
+SMART_CONFIGURATION_CACHE_SECONDS = 3600
+
+
+class LaunchError(Exception):
+    """A launch that cannot go on; `message` tells the clinician or patient what to check."""
+
+    def __init__(self, message: str, *, title: str = "The visit could not start", status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.title = title
+        self.status = status
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def endpoint_for_issuer(iss: str) -> FhirEndpoint:
+    """The usable endpoint whose base URL is `iss`. Looks across organizations: `iss` decides which."""
+    try:
+        base_url = normalize_fhir_base_url(iss)
+    except Exception as error:  # noqa: BLE001 - any malformed iss is the same answer
+        raise LaunchError("The EHR sent no valid FHIR server address (iss) with the launch.") from error
+    with all_tenants():
+        candidates = list(FhirEndpoint.objects.select_related("tenant").filter(base_url=base_url))
+    usable = [e for e in candidates if e.is_usable and e.tenant.is_enabled]
+    if len(usable) == 1:
+        return usable[0]
+    if len(usable) > 1:
+        raise LaunchError(
+            "This EHR server is configured by more than one organization, so the launch is ambiguous. "
+            "Ask support to check the configuration."
+        )
+    if candidates:
+        endpoint = candidates[0]
+        if endpoint.status == EndpointStatus.DISABLED:
+            raise LaunchError(
+                "Virtual visits are turned off for this EHR environment.", title="Not available"
+            )
+        raise LaunchError(
+            f"This EHR environment is configured but not ready ({endpoint.get_status_display().lower()}): "
+            "it must be validated and, for Epic, approved in the connector's setup.",
+            title="Not ready yet",
+        )
+    raise LaunchError(
+        "This EHR environment is not configured: check that a test EHR is not using a production URL, "
+        "or the other way round, and that the FHIR base URL in the setup matches the EHR's exactly.",
+        title="EHR environment not configured",
+        status=404,
+    )
+
+
+def smart_configuration_for(endpoint: FhirEndpoint) -> dict:
+    """The endpoint's SMART configuration, cached for an hour."""
+    from django.core.cache import cache
+
+    key = f"smart-configuration:{_hash(endpoint.base_url)}"
+    configuration = cache.get(key)
+    if configuration is None:
+        try:
+            configuration = fetch_smart_configuration(endpoint.base_url)
+        except EhrHttpError as error:
+            raise LaunchError(f"The EHR's SMART configuration could not be read: {error.message}") from error
+        cache.set(key, configuration, SMART_CONFIGURATION_CACHE_SECONDS)
+    return configuration
+
+
+def callback_uri() -> str:
+    return f"{settings.PUBLIC_BASE_URL}/launch/callback"
+
+
+@dataclass(frozen=True)
+class LaunchStart:
+    authorize_url: str
+    browser_binding: str  # goes into the cookie
+
+
+def launch_begin(*, iss: str, launch: str, role: str, view: str = LAUNCH_VIEW_MEETING) -> LaunchStart:
+    """Start a launch; `view` (clinicians only) is kept with the state for where the callback ends."""
+    if not launch:
+        raise LaunchError("The EHR sent no launch parameter: start the visit from the EHR's button again.")
+    endpoint = endpoint_for_issuer(iss)
+    configuration = smart_configuration_for(endpoint)
+    verifier, challenge = pkce_pair()
+    state = secrets.token_urlsafe(32)
+    nonce = secrets.token_urlsafe(16)
+    binding = secrets.token_urlsafe(32)
+    LaunchState.objects.create(
+        state_hash=_hash(state),
+        endpoint=endpoint,
+        role=role,
+        code_verifier=verifier,
+        nonce=nonce,
+        browser_binding=_hash(binding),
+        context={"view": view} if view == LAUNCH_VIEW_CONSOLE and role == ParticipantRole.CLINICIAN else {},
+    )
+    url = authorize_url(
+        configuration,
+        redirect_uri=callback_uri(),
+        scope=PROVIDER_SCOPES if role == ParticipantRole.CLINICIAN else PATIENT_SCOPES,
+        state=state,
+        code_challenge=challenge,
+        aud=endpoint.base_url,
+        nonce=nonce,
+        launch=launch,
+    )
+    return LaunchStart(authorize_url=url, browser_binding=binding)
+
+
+@dataclass
+class LaunchContext:
+    endpoint: FhirEndpoint
+    role: str
+    fhir_user: str
+    appointment_id: str
+    conference_id: str = ""
+    department_id: str = ""
+    encounter_id: str = ""
+    launch_state_pk: int | None = None
+    view: str = LAUNCH_VIEW_MEETING
+    extra: dict = field(default_factory=dict)
+
+
+def _claim(state: str, binding: str | None) -> LaunchState:
+    """Take the launch state exactly once, from the browser that started it where we can tell."""
+    if not state:
+        raise LaunchError("The EHR sent back no state; start the visit from the EHR again.")
+    now = timezone.now()
+    claimed = LaunchState.objects.filter(
+        state_hash=_hash(state), used_at__isnull=True, created_at__gte=now - LAUNCH_MAX_AGE
+    ).update(used_at=now)
+    if claimed != 1:
+        raise LaunchError(
+            "This launch was already used, took too long, or did not start here. Start the visit from the EHR again.",
+            status=400,
+        )
+    launch_state = LaunchState.objects.select_related("endpoint__tenant").get(state_hash=_hash(state))
+    if binding is not None and _hash(binding) != launch_state.browser_binding:
+        raise LaunchError("This launch was started in another browser. Start the visit from the EHR again.")
+    return launch_state
+
+
+def _appointment_from(token: dict) -> str:
+    for item in token.get("fhirContext") or []:
+        reference = item.get("reference", "") if isinstance(item, dict) else ""
+        if reference.startswith("Appointment/"):
+            return reference.split("/", 1)[1]
+    return str(token.get("appointment") or token.get("csn") or "")
+
+
+def launch_complete(
+    *, state: str, code: str, binding: str | None, error: str = "", error_description: str = ""
+) -> LaunchContext:
+    launch_state = _claim(state, binding)
+    endpoint = launch_state.endpoint
+    if error:
+        raise LaunchError(
+            f"The EHR did not authorize the launch ({error}{': ' + error_description if error_description else ''}). "
+            "Check the connector's client registration in the EHR and the user's security."
+        )
+    configuration = smart_configuration_for(endpoint)
+    try:
+        token = exchange_code(
+            configuration,
+            code=code,
+            redirect_uri=callback_uri(),
+            code_verifier=launch_state.code_verifier,
+            client_authentication=client_authentication(
+                client_id=settings.SMART_CLIENT_ID, token_endpoint=configuration["token_endpoint"]
+            ),
+        )
+    except SmartError as error_:
+        detail = f" (the EHR said {error_.ehr_error}: {error_.ehr_description})" if error_.ehr_error else ""
+        raise LaunchError(error_.message + detail) from error_
+    fhir_user = ""
+    if token.get("id_token"):
+        try:
+            identity = verify_id_token(
+                token["id_token"],
+                smart_configuration=configuration,
+                expected_issuers=expected_issuers(endpoint.base_url, configuration),
+                nonce=launch_state.nonce,
+            )
+        except (SmartError, EhrHttpError) as error_:
+            raise LaunchError(getattr(error_, "message", str(error_))) from error_
+        fhir_user = identity.fhir_user
+    appointment_id = _appointment_from(token)
+    if not appointment_id:
+        raise LaunchError(
+            "The EHR sent no appointment with the launch: the launch record must append the appointment "
+            "(Epic: the CSN) to the launch URL. Check the integration records."
+        )
+    encounter = str(token.get("encounter") or "")
+    context = LaunchContext(
+        endpoint=endpoint,
+        role=launch_state.role,
+        fhir_user=fhir_user,
+        appointment_id=appointment_id,
+        conference_id=str(token.get("conference_id") or ""),
+        department_id=str(token.get("department_id") or ""),
+        encounter_id=encounter.split("/", 1)[-1] if encounter else "",
+        launch_state_pk=launch_state.pk,
+        view=str((launch_state.context or {}).get("view") or LAUNCH_VIEW_MEETING),
+    )
+    # Keep what the one-time account link needs; the EHR's tokens are dropped here.
+    launch_state.context = {
+        "view": context.view,
+        "fhir_user": context.fhir_user,
+        "appointment_id": context.appointment_id,
+        "conference_id": context.conference_id,
+        "department_id": context.department_id,
+        "encounter_id": context.encounter_id,
+    }
+    launch_state.save(update_fields=["context"])
+    return context
+
+
+def launch_states_purge() -> int:
+    """Delete launch states older than their lifetime (scheduled)."""
+    deleted, _ = LaunchState.objects.filter(created_at__lt=timezone.now() - 2 * LAUNCH_MAX_AGE).delete()
+    return deleted

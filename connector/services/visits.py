@@ -1,0 +1,295 @@
+"""Visits: one per appointment, its meeting, its events and what is derived from them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+
+from connector.meetings import get_meeting_backend
+from connector.meetings.base import MeetingRequest, Participant
+from connector.models import (
+    EventKind,
+    FhirEndpoint,
+    Meeting,
+    ParticipantRole,
+    Visit,
+    VisitEvent,
+    VisitState,
+)
+
+logger = logging.getLogger(__name__)
+
+JOIN_SALT = "connector.visit-join"
+# A join link works from when it is made until this long after the visit's
+# scheduled end (or after it was made, when the schedule is unknown).
+JOIN_LINK_GRACE = timedelta(hours=2)
+JOIN_LINK_UNSCHEDULED_LIFETIME = timedelta(hours=24)
+MEETING_SUBJECT = "Virtual visit"  # never the patient's name
+
+
+def visit_get_or_create(
+    *,
+    endpoint: FhirEndpoint,
+    appointment_id: str,
+    conference_id: str = "",
+    department_id: str = "",
+    encounter_id: str = "",
+    scheduled_start: datetime | None = None,
+    scheduled_end: datetime | None = None,
+) -> Visit:
+    """The visit of this appointment, created at the first launch. Safe under concurrent launches."""
+    if not appointment_id:
+        raise ValueError("A visit needs the appointment's ID from the launch context.")
+    defaults = {
+        "tenant": endpoint.tenant,
+        "public_id": get_random_string(24),
+        "conference_id": conference_id,
+        "department_id": department_id,
+        "encounter_id": encounter_id,
+        "scheduled_start": scheduled_start,
+        "scheduled_end": scheduled_end,
+    }
+    try:
+        with transaction.atomic():
+            visit, created = Visit.objects.get_or_create(
+                endpoint=endpoint, appointment_id=appointment_id, defaults=defaults
+            )
+    except IntegrityError:
+        # Another launch created it between our read and our insert.
+        visit, created = Visit.objects.get(endpoint=endpoint, appointment_id=appointment_id), False
+    if not created:
+        # Later launches may bring context the first one lacked.
+        changed = []
+        for field in ("conference_id", "department_id", "encounter_id", "scheduled_start", "scheduled_end"):
+            value = defaults[field]
+            if value and not getattr(visit, field):
+                setattr(visit, field, value)
+                changed.append(field)
+        if changed:
+            visit.save(update_fields=changed)
+    return visit
+
+
+def _backend_path(visit: Visit) -> str:
+    return visit.tenant.meeting_backend or settings.MEETING_BACKEND
+
+
+def meeting_ensure(*, visit: Visit, organizer_id: str | None = None) -> Meeting:
+    """The visit's meeting, made at the provider on first need; a group visit shares one meeting.
+
+    The visit row is locked while the meeting is made so two simultaneous
+    launches never create two meetings.
+    """
+    if visit.meeting_id:
+        return visit.meeting
+    backend_path = _backend_path(visit)
+    with transaction.atomic():
+        # Lock only the visit row: PostgreSQL refuses FOR UPDATE on the nullable side of a join.
+        locked = Visit.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=visit.pk)
+        if locked.meeting_id:
+            visit.meeting = Meeting.objects.get(pk=locked.meeting_id)
+            return visit.meeting
+        meeting = None
+        if locked.conference_id:
+            meeting = Meeting.objects.filter(conference_id=locked.conference_id, backend=backend_path).first()
+        if meeting is None:
+            start = locked.scheduled_start or timezone.now()
+            end = locked.scheduled_end or start + timedelta(hours=1)
+            created = get_meeting_backend(backend_path).create_meeting(
+                MeetingRequest(
+                    visit_reference=f"visit-{locked.public_id}",
+                    subject=MEETING_SUBJECT,
+                    start=start,
+                    end=end,
+                    organizer_id=organizer_id,
+                    tenant_key=locked.tenant.microsoft_tenant_id,
+                )
+            )
+            meeting = Meeting.objects.create(
+                tenant=locked.tenant,
+                backend=backend_path,
+                meeting_id=created.meeting_id,
+                join_url=created.join_url,
+                data=created.data,
+                conference_id=locked.conference_id,
+            )
+            logger.info("meeting %s created for visit %s", meeting.pk, locked.pk)
+        locked.meeting = meeting
+        locked.save(update_fields=["meeting"])
+    visit.meeting = meeting
+    return meeting
+
+
+def participant_id_for(role: str, identity: str) -> str:
+    """A stable, opaque participant ID: the same person gets the same ID in every event."""
+    digest = hashlib.sha256(f"{settings.SECRET_KEY}:{role}:{identity}".encode()).hexdigest()
+    return f"{role[:1]}-{digest[:20]}"
+
+
+def join_url_for(*, visit: Visit, role: str, participant_id: str, display_name: str) -> str:
+    meeting = meeting_ensure(visit=visit)
+    backend = get_meeting_backend(meeting.backend)
+    from connector.meetings.base import Meeting as ProviderMeeting
+
+    return backend.join_url(
+        ProviderMeeting(meeting_id=meeting.meeting_id, join_url=meeting.join_url, data=meeting.data),
+        Participant(role=role, display_name=display_name, participant_id=participant_id),
+    )
+
+
+# --- join links (patient portal, SMS, guests) -----------------------------------------------
+
+
+def join_token_make(*, visit: Visit, role: str, participant_id: str) -> str:
+    if visit.scheduled_end:
+        expires = visit.scheduled_end + JOIN_LINK_GRACE
+    else:
+        expires = timezone.now() + JOIN_LINK_UNSCHEDULED_LIFETIME
+    payload = {"v": visit.public_id, "r": role, "p": participant_id, "e": int(expires.timestamp())}
+    return signing.dumps(payload, salt=JOIN_SALT, compress=True)
+
+
+class JoinLinkError(Exception):
+    """A join link that cannot be used; `message` is shown to the patient."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def join_token_read(token: str) -> dict:
+    """The payload of a join link, or JoinLinkError if it was tampered with or has expired."""
+    try:
+        payload = signing.loads(token, salt=JOIN_SALT)
+    except signing.BadSignature as error:
+        raise JoinLinkError(
+            "This visit link is not valid. Use the latest link your care team sent you."
+        ) from error
+    if payload.get("e", 0) < timezone.now().timestamp():
+        raise JoinLinkError(
+            "This visit link has expired. Contact your care team for a new link if your visit is still to come."
+        )
+    return payload
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def event_record(
+    *,
+    visit: Visit,
+    event_id: str,
+    kind: str,
+    role: str,
+    participant_id: str,
+    occurred_at: datetime,
+    source: str,
+    data: dict | None = None,
+) -> tuple[VisitEvent, bool]:
+    """Store an event once (idempotent on `event_id`), then bring the visit's figures up to date.
+
+    Events may arrive late or out of order: the figures are recomputed from all
+    events every time, so arrival order never matters.
+    """
+    try:
+        with transaction.atomic():
+            event = VisitEvent.objects.create(
+                tenant=visit.tenant,
+                visit=visit,
+                event_id=event_id,
+                kind=kind,
+                role=role,
+                participant_id=participant_id,
+                occurred_at=occurred_at,
+                source=source,
+                data=data or {},
+            )
+    except IntegrityError:
+        return VisitEvent.objects.get(event_id=event_id), False
+    visit_recompute(visit=visit)
+    from connector.services.write_back import write_back_queue_for_event
+
+    write_back_queue_for_event(event=event)
+    return event, True
+
+
+def visit_recompute(*, visit: Visit) -> Visit:
+    """Derive start, end, lobby wait, peak attendees and state from the events.
+
+    - start: the first moment a clinician and a patient are both present;
+    - end: when the last participant leaves (after the start);
+    - lobby wait: first lobby entry to the first admission;
+    - state: completed once started, no show when the scheduled end has passed without a start.
+    """
+    events = list(visit.events.order_by("occurred_at", "pk"))
+    present: dict[str, str] = {}  # participant -> role
+    started_at = ended_at = None
+    peak = 0
+    first_lobby = first_admit = None
+    for event in events:
+        if event.kind == EventKind.JOINED:
+            present[event.participant_id] = event.role
+        elif event.kind == EventKind.LEFT:
+            present.pop(event.participant_id, None)
+        elif event.kind == EventKind.LOBBY_ENTERED and first_lobby is None:
+            first_lobby = event.occurred_at
+        elif event.kind == EventKind.ADMITTED and first_admit is None:
+            first_admit = event.occurred_at
+        peak = max(peak, len(present))
+        roles = set(present.values())
+        if started_at is None and ParticipantRole.CLINICIAN in roles and ParticipantRole.PATIENT in roles:
+            started_at = event.occurred_at
+        if started_at is not None and event.kind == EventKind.LEFT and not present:
+            ended_at = event.occurred_at
+        if (
+            present
+            and ended_at is not None
+            and event.occurred_at >= ended_at
+            and event.kind == EventKind.JOINED
+        ):
+            ended_at = None  # someone came back: the visit goes on
+    visit.started_at = started_at
+    visit.ended_at = ended_at if started_at else None
+    visit.peak_attendees = peak
+    visit.lobby_wait_seconds = (
+        int((first_admit - first_lobby).total_seconds())
+        if first_lobby and first_admit and first_admit >= first_lobby
+        else None
+    )
+    if started_at and visit.ended_at:
+        visit.state = VisitState.COMPLETED
+    elif started_at:
+        visit.state = VisitState.IN_PROGRESS
+    elif visit.scheduled_end and visit.scheduled_end < timezone.now():
+        visit.state = VisitState.NO_SHOW
+    else:
+        visit.state = VisitState.SCHEDULED
+    visit.save(update_fields=["started_at", "ended_at", "peak_attendees", "lobby_wait_seconds", "state"])
+    return visit
+
+
+def visit_presence(*, visit: Visit) -> dict:
+    """Who is in the lobby and who is connected now (for the clinician's live status)."""
+    present: dict[str, str] = {}
+    lobby: dict[str, str] = {}
+    for event in visit.events.order_by("occurred_at", "pk"):
+        if event.kind == EventKind.LOBBY_ENTERED:
+            lobby[event.participant_id] = event.role
+        elif event.kind == EventKind.ADMITTED:
+            lobby.pop(event.participant_id, None)
+        elif event.kind == EventKind.JOINED:
+            lobby.pop(event.participant_id, None)
+            present[event.participant_id] = event.role
+        elif event.kind == EventKind.LEFT:
+            present.pop(event.participant_id, None)
+    return {
+        "in_lobby": [{"participant_id": p, "role": r} for p, r in lobby.items()],
+        "connected": [{"participant_id": p, "role": r} for p, r in present.items()],
+    }

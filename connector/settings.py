@@ -1,0 +1,372 @@
+"""Settings for the EHR connector, read from the environment (or a `.env` file).
+
+Every variable is listed with a one-line comment in `.env.example`. Defaults
+serve a developer on SQLite; production mode (`DEBUG=false`) refuses to start
+until the secrets, keys and hosts it needs are given.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG: bool = env.bool("DEBUG", default=True)
+DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY: str = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Public origin of this service (scheme and host), used in integration records and links.
+PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://localhost:8000").rstrip("/")
+
+# Fernet keys for field-level encryption, newest first; older keys keep decrypting
+# rows written before a rotation (see connector/encryption.py).
+FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+
+# Microsoft Entra ID (multi-tenant app registration) for organization sign-in.
+SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY: str = env.str("ENTRA_CLIENT_ID", default="")
+SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_SECRET: str = env.str("ENTRA_CLIENT_SECRET", default="")
+ENTRA_CONFIGURED = bool(
+    SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY and SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_SECRET
+)
+# The local sign-in for demo users: only without Entra ID and never in production.
+DEMO_SIGN_IN: bool = env.bool("DEMO_SIGN_IN", default=DEBUG and not ENTRA_CONFIGURED)
+
+
+# Outbound calls to EHRs (connector/ehr_http.py): guard rails against slow,
+# huge or internal targets. Hosts listed in EHR_INSECURE_HOSTS may be reached
+# over plain http and on private or loopback addresses: for the demo and tests.
+EHR_INSECURE_HOSTS: list[str] = env.list("EHR_INSECURE_HOSTS", default=[])
+EHR_HTTP_CONNECT_TIMEOUT: float = env.float("EHR_HTTP_CONNECT_TIMEOUT", default=5.0)
+EHR_HTTP_TOTAL_TIMEOUT: float = env.float("EHR_HTTP_TOTAL_TIMEOUT", default=15.0)
+EHR_HTTP_MAX_RESPONSE_BYTES: int = env.int("EHR_HTTP_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
+
+# The SMART client this installation is registered as in the EHRs (Epic's "client ID").
+SMART_CLIENT_ID: str = env.str("SMART_CLIENT_ID", default="open-ehr-connector")
+# Optional confidential-client secret, only as a fallback to private_key_jwt.
+SMART_CLIENT_SECRET: str = env.str("SMART_CLIENT_SECRET", default="")
+# How the connector authenticates at EHR token endpoints: private_key_jwt or client_secret.
+SMART_CLIENT_AUTH: str = env.str("SMART_CLIENT_AUTH", default="private_key_jwt")
+# PEM files of the RS384 signing keys, newest first (connector/signing_keys.py).
+SMART_SIGNING_KEY_FILES: list[str] = env.list("SMART_SIGNING_KEY_FILES", default=[])
+
+# Meeting provider (connector/meetings/): demo page, Jitsi Meet, or Microsoft Teams via Graph.
+MEETING_BACKEND: str = env.str("MEETING_BACKEND", default="connector.meetings.demo.DemoMeetingBackend")
+# Self-hosted Jitsi Meet with JWT authentication (docs/meetings.md).
+JITSI_BASE_URL: str = env.str("JITSI_BASE_URL", default="")
+JITSI_APP_ID: str = env.str("JITSI_APP_ID", default="")
+JITSI_APP_SECRET: str = env.str("JITSI_APP_SECRET", default="")
+JITSI_WEBHOOK_SECRET: str = env.str("JITSI_WEBHOOK_SECRET", default="")
+# Microsoft Teams through Microsoft Graph (application permissions; docs/meetings.md).
+GRAPH_CLIENT_ID: str = env.str("GRAPH_CLIENT_ID", default="")
+GRAPH_CLIENT_SECRET: str = env.str("GRAPH_CLIENT_SECRET", default="")
+GRAPH_AUTHORITY: str = env.str("GRAPH_AUTHORITY", default="https://login.microsoftonline.com")
+GRAPH_BASE_URL: str = env.str("GRAPH_BASE_URL", default="https://graph.microsoft.com")
+GRAPH_SCOPE: str = env.str("GRAPH_SCOPE", default="https://graph.microsoft.com/.default")
+GRAPH_WEBHOOK_CLIENT_STATE: str = env.str("GRAPH_WEBHOOK_CLIENT_STATE", default="")
+
+# SMS (sms/): the provider backend, pacing per sending number, and how long a
+# patient's number is kept after the visit ends.
+SMS_BACKEND: str = env.str("SMS_BACKEND", default="sms.backends.console.ConsoleSmsBackend")
+SMS_RATE_PER_NUMBER: float = env.float("SMS_RATE_PER_NUMBER", default=1.0)
+SMS_PHONE_GRACE_HOURS: int = env.int("SMS_PHONE_GRACE_HOURS", default=24)
+HL7_MAX_BODY_BYTES: int = env.int("HL7_MAX_BODY_BYTES", default=64 * 1024)
+TWILIO_ACCOUNT_SID: str = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN: str = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_STATUS_CALLBACK_URL: str = env.str("TWILIO_STATUS_CALLBACK_URL", default="")
+TWILIO_CALLBACK_BASE_URL: str = env.str("TWILIO_CALLBACK_BASE_URL", default="")
+TWILIO_API_BASE_URL: str = env.str("TWILIO_API_BASE_URL", default="")
+ACS_CONNECTION_STRING: str = env.str("ACS_CONNECTION_STRING", default="")
+ACS_AGREE_TO_NOT_RESELL: bool = env.bool("ACS_AGREE_TO_NOT_RESELL", default=False)
+ACS_EVENTGRID_SECRET: str = env.str("ACS_EVENTGRID_SECRET", default="")
+
+# The sandbox SMART on FHIR EHR under /sandbox-ehr/ (connector/sandbox_ehr): a
+# development peer for the demo and the tests, refused in production mode.
+SANDBOX_EHR: bool = env.bool("SANDBOX_EHR", default=False)
+SANDBOX_EHR_CLIENT_SECRET: str = env.str("SANDBOX_EHR_CLIENT_SECRET", default="sandbox-secret")
+SANDBOX_EHR_SLOW_SECONDS: float = env.float("SANDBOX_EHR_SLOW_SECONDS", default=3)
+
+
+def _refuse_half_configured_production() -> None:
+    """Production mode must not start on development defaults."""
+    problems = []
+    if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        problems.append("SECRET_KEY must be set to a random value of at least 50 characters")
+    if not FIELD_ENCRYPTION_KEYS:
+        problems.append(
+            "FIELD_ENCRYPTION_KEYS must list at least one Fernet key "
+            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+        )
+    if not ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must name the host names this service answers to")
+    if DEMO_SIGN_IN:
+        problems.append("DEMO_SIGN_IN cannot be on in production mode")
+    if SANDBOX_EHR:
+        problems.append("SANDBOX_EHR cannot be on in production mode")
+    if bool(SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY) != bool(SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_SECRET):
+        problems.append("ENTRA_CLIENT_ID and ENTRA_CLIENT_SECRET must be set together")
+    if problems:
+        raise ImproperlyConfigured(
+            "Refusing to start in production mode (DEBUG=false): " + "; ".join(problems) + "."
+        )
+
+
+if not DEBUG:
+    _refuse_half_configured_production()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "social_django",
+    "simple_history",
+    "django_q",
+    "connector",
+    "connector.sandbox_ehr",
+    "tenants",
+    "sms",
+    "reports",
+]
+
+MIDDLEWARE = [
+    "connector.request_id.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "connector.sessions.SessionTimeoutMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tenants.middleware.TenantScopeMiddleware",
+    # simple-history's, minus API tokens as change authors (they are not User rows).
+    "tenants.middleware.HistoryRequestMiddleware",
+    "social_django.middleware.SocialAuthExceptionMiddleware",
+    # Turns django-ratelimit's refusal into RATELIMIT_VIEW (429), not a 403.
+    "django_ratelimit.middleware.RatelimitMiddleware",
+]
+
+ROOT_URLCONF = "connector.urls"
+WSGI_APPLICATION = "connector.wsgi.application"
+ASGI_APPLICATION = "connector.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.tenant_context",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'connector.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (web, worker) share the file: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL: str = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    # A database cache is shared by every process, which rate limits need.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "connector_cache",
+        }
+    }
+
+# django-q2: the ORM broker by default, Redis when REDIS_URL is set.
+Q_CLUSTER: dict = {
+    "name": "connector",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": 120,
+    "retry": 180,
+    "max_attempts": 5,
+    "catch_up": False,
+    "save_limit": 1000,
+    "label": "Background tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+AUTHENTICATION_BACKENDS = [
+    "social_core.backends.azuread_tenant.AzureADV2TenantOAuth2",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "tenants:sign-in"
+LOGIN_REDIRECT_URL = "tenants:home"
+LOGOUT_REDIRECT_URL = "tenants:sign-in"
+
+# Social auth: a multi-tenant registration ("organizations"); the `tid` claim picks the Tenant.
+SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_TENANT_ID = "organizations"
+SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_AUTHORITY_HOST = env.str(
+    "ENTRA_AUTHORITY_HOST", default="login.microsoftonline.com"
+)
+SOCIAL_AUTH_JSONFIELD_ENABLED = True
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_LOGIN_ERROR_URL = "/sign-in/"
+SOCIAL_AUTH_RAISE_EXCEPTIONS = False
+SOCIAL_AUTH_REDIRECT_IS_HTTPS = not DEBUG
+SOCIAL_AUTH_CLEAN_USERNAMES = True
+# Keep nothing from the identity provider but the user's stable ID and its tenant.
+SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_EXTRA_DATA = [("tid", "tid"), ("oid", "oid")]
+SOCIAL_AUTH_PIPELINE = (
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "tenants.auth_pipeline.require_enabled_tenant",
+    "social_core.pipeline.social_auth.social_user",
+    "social_core.pipeline.user.get_username",
+    "social_core.pipeline.user.create_user",
+    "social_core.pipeline.social_auth.associate_user",
+    # Not social-auth's load_extra_data: it always stores the access, refresh and id tokens.
+    "tenants.auth_pipeline.keep_only_stable_ids",
+    "tenants.auth_pipeline.remember_sign_in_tenant",
+)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "static"))
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# Sessions: 30 minutes idle, 12 hours in all (connector/sessions.py enforces both).
+SESSION_IDLE_TIMEOUT = timedelta(minutes=env.int("SESSION_IDLE_MINUTES", default=30))
+SESSION_ABSOLUTE_TIMEOUT = timedelta(hours=env.int("SESSION_ABSOLUTE_HOURS", default=12))
+SESSION_COOKIE_AGE = int(SESSION_ABSOLUTE_TIMEOUT.total_seconds())
+SESSION_COOKIE_HTTPONLY = True
+
+# Transport security in production. Health probes stay reachable over plain HTTP
+# inside the cluster.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "connector.api.pagination.StandardPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "connector.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "token_management": env.str("RATE_LIMIT_TOKENS", default="30/hour"),
+        "api": env.str("RATE_LIMIT_API", default="2000/hour"),
+    },
+    "DEFAULT_THROTTLE_CLASSES": ["connector.api.throttles.ApiRateThrottle"],
+}
+# Sign-in attempts per client address (django-ratelimit syntax).
+SIGN_IN_RATE = env.str("RATE_LIMIT_SIGN_IN", default="20/m")
+RATELIMIT_VIEW = "connector.views.rate_limited"
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Open EHR Connector API",
+    "DESCRIPTION": (
+        "Configure and read an organization's EHR connector. Authenticate with a session "
+        "or with a per-organization API token: `Authorization: Bearer <token>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Also used by the schema check of `manage.py check --deploy`.
+    "DEFAULT_GENERATOR_CLASS": "connector.api.schema_generator.ScopeLiftedSchemaGenerator",
+}
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ehr-connector@localhost")
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "connector.request_id.RequestIdFilter"},
+        "redact": {"()": "connector.log_redaction.RedactingFilter"},
+    },
+    "formatters": {"line": {"()": "connector.log_redaction.OneLineJsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "filters": ["request_id", "redact"],
+            "formatter": "line",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The Azure SDKs log every request (with URLs) at INFO.
+        "azure": {"level": "WARNING"},
+        # django-q2 logs every task it runs at INFO; failures still show.
+        "django-q": {"level": env.str("LOG_LEVEL_TASKS", default="WARNING")},
+        # The development server's access log: through the same filters, so links with tokens are redacted.
+        "django.server": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}

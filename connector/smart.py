@@ -1,0 +1,191 @@
+"""The connector as a SMART on FHIR client: PKCE, authorize URLs, code exchange, id_token checks.
+
+Used by the EHR approval (a standalone launch with `openid fhirUser`) and by
+the visit launches. Every call to the EHR goes through connector/ehr_http.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import jwt
+from django.conf import settings
+
+from connector.ehr_http import EhrHttpError, ehr_get_json, ehr_post_form
+
+
+class SmartError(Exception):
+    """A SMART sign-in step failed; `message` says what to check."""
+
+    def __init__(self, message: str, *, ehr_error: str = "", ehr_description: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.ehr_error = ehr_error
+        self.ehr_description = ehr_description
+
+
+def new_state() -> str:
+    """256 random bits, bound to the browser session by the caller."""
+    return secrets.token_urlsafe(32)
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge) per RFC 7636."""
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def authorize_url(
+    smart_configuration: dict,
+    *,
+    redirect_uri: str,
+    scope: str,
+    state: str,
+    code_challenge: str,
+    aud: str,
+    nonce: str | None = None,
+    launch: str | None = None,
+    client_id: str | None = None,
+) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": client_id or settings.SMART_CLIENT_ID,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "aud": aud,
+        "code_challenge": code_challenge,
+        "code_challenge_method": "S256",
+    }
+    if nonce:
+        params["nonce"] = nonce
+    if launch:
+        params["launch"] = launch
+    return f"{smart_configuration['authorization_endpoint']}?{urlencode(params)}"
+
+
+def exchange_code(
+    smart_configuration: dict,
+    *,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str,
+    client_id: str | None = None,
+    client_authentication: dict | None = None,
+) -> dict:
+    """POST the code to the token endpoint; the JSON answer, or SmartError with the EHR's words."""
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+        "client_id": client_id or settings.SMART_CLIENT_ID,
+        **(client_authentication or {}),
+    }
+    try:
+        response = ehr_post_form(smart_configuration["token_endpoint"], data, raise_for_status=False)
+    except EhrHttpError as error:
+        raise SmartError(f"The EHR's token endpoint could not be used: {error.message}") from error
+    body = response.json if isinstance(response.json, dict) else {}
+    if response.status != 200 or "access_token" not in body:
+        raise SmartError(
+            "The EHR refused to finish the sign-in. Check the client registration (client ID and "
+            "redirect URI) and the keys registered with the EHR.",
+            ehr_error=str(body.get("error", f"HTTP {response.status}")),
+            ehr_description=str(body.get("error_description", "")),
+        )
+    return body
+
+
+@dataclass(frozen=True)
+class EhrIdentity:
+    """Who signed in to the EHR, as its id_token says (verified)."""
+
+    subject: str
+    fhir_user: str
+    username: str
+
+
+def _jwks_for(smart_configuration: dict) -> jwt.PyJWKSet:
+    jwks_uri = smart_configuration.get("jwks_uri")
+    if not jwks_uri:
+        issuer = smart_configuration.get("issuer")
+        if not issuer:
+            raise SmartError("The EHR publishes no jwks_uri, so its id_token cannot be checked.")
+        openid = ehr_get_json(
+            f"{issuer.rstrip('/')}/.well-known/openid-configuration", accept="application/json"
+        )
+        jwks_uri = openid.json.get("jwks_uri")
+    try:
+        return jwt.PyJWKSet.from_dict(ehr_get_json(jwks_uri, accept="application/json").json)
+    except EhrHttpError as error:
+        raise SmartError(f"The EHR's signing keys could not be fetched: {error.message}") from error
+    except jwt.PyJWTError as error:
+        raise SmartError("The EHR's signing keys (JWKS) could not be read.") from error
+
+
+def verify_id_token(
+    id_token: str,
+    *,
+    smart_configuration: dict,
+    expected_issuers: list[str],
+    client_id: str | None = None,
+    nonce: str | None = None,
+) -> EhrIdentity:
+    """Check signature (JWKS), issuer, audience, expiry and nonce of an EHR id_token."""
+    try:
+        header = jwt.get_unverified_header(id_token)
+    except jwt.PyJWTError as error:
+        raise SmartError("The EHR's id_token is not a JWT.") from error
+    keys = _jwks_for(smart_configuration)
+    key = next((k for k in keys.keys if k.key_id == header.get("kid")), None)
+    if key is None and len(keys.keys) == 1 and not header.get("kid"):
+        key = keys.keys[0]
+    if key is None:
+        raise SmartError("The id_token was signed with a key the EHR does not publish; check the EHR's keys.")
+    try:
+        claims = jwt.decode(
+            id_token,
+            key=key.key,
+            algorithms=["RS256", "RS384", "ES256", "ES384"],
+            audience=client_id or settings.SMART_CLIENT_ID,
+            options={"require": ["exp", "iat", "iss", "sub", "aud"]},
+            leeway=30,
+        )
+    except jwt.ExpiredSignatureError as error:
+        raise SmartError("The EHR's id_token has expired; sign in to the EHR again.") from error
+    except jwt.InvalidAudienceError as error:
+        raise SmartError(
+            "The id_token was issued to another client: check the client ID registered in the EHR."
+        ) from error
+    except jwt.PyJWTError as error:
+        raise SmartError(f"The EHR's id_token is not valid ({type(error).__name__}).") from error
+    normalized = {i.rstrip("/") for i in expected_issuers if i}
+    if str(claims.get("iss", "")).rstrip("/") not in normalized:
+        raise SmartError("The id_token comes from another issuer than this EHR endpoint.")
+    if nonce is not None and claims.get("nonce") != nonce:
+        raise SmartError("The id_token does not answer this sign-in (nonce mismatch); sign in again.")
+    fhir_user = str(claims.get("fhirUser") or claims.get("profile") or "")
+    username = str(claims.get("preferred_username") or fhir_user.rsplit("/", 1)[-1] or claims["sub"])
+    return EhrIdentity(subject=str(claims["sub"]), fhir_user=fhir_user, username=username)
+
+
+def expected_issuers(base_url: str, smart_configuration: dict) -> list[str]:
+    return [base_url, smart_configuration.get("issuer", "")]
+
+
+__all__ = [
+    "EhrIdentity",
+    "SmartError",
+    "authorize_url",
+    "exchange_code",
+    "expected_issuers",
+    "new_state",
+    "pkce_pair",
+    "verify_id_token",
+]

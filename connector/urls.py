@@ -1,0 +1,44 @@
+from django.contrib import admin
+from django.contrib.auth.views import LogoutView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularSwaggerView
+
+from connector import health
+from connector.api.errors import json_not_found
+from connector.api.schema import SchemaView
+from connector.views import jwks
+
+admin.site.site_header = "EHR connector support"
+admin.site.site_title = "EHR connector support"
+admin.site.index_title = "Support administration"
+
+api_v1 = [
+    path("", include("tenants.api_urls")),
+    path("", include("connector.api_urls")),
+    path("", include("sms.api_urls")),
+    path("", include("reports.api_urls")),
+    # Anything else under the API answers in the API's JSON error shape.
+    re_path(r"^.*$", json_not_found),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path(".well-known/jwks.json", jwks, name="jwks"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("sign-out/", LogoutView.as_view(), name="sign-out"),
+    path("portal/reports/", include("reports.urls")),
+    path("portal/", include("connector.portal.urls")),
+    path("", include("connector.visits.urls")),
+    path("sandbox-ehr/", include("connector.sandbox_ehr.urls")),
+    path("sms/", include("sms.urls")),
+    path("auth/", include("social_django.urls", namespace="social")),
+    path("", include("tenants.urls")),
+]
+
+handler404 = "connector.views.not_found"
+handler403 = "connector.views.permission_denied"
+handler500 = "connector.views.server_error"

@@ -1,0 +1,98 @@
+"""HL7 original-mode acknowledgements (ACK) in ER7, built with python-hl7's `Message.create_ack`.
+
+MSH swaps the sending and receiving application and facility, gets a new control
+ID and keeps the version; MSA-1 is AA, AE or AR and MSA-2 the original MSH-10.
+When the answer is not AA an ERR segment says why: ERR-2 location, ERR-3 the
+code from HL7 table 0357, ERR-4 severity E, ERR-8 the reason for people (v2.5
+and later); ERR-1 (ELD) for v2.3 and v2.4 senders, and MSA-3 for those before 2.7.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import hl7
+
+from sms.hl7.parse import ERROR_CODE_NAMES, Envelope, Location
+
+ACCEPT, ERROR, REJECT = "AA", "AE", "AR"
+FALLBACK_VERSION = "2.5.1"
+MAX_REASON_CHARS = 250
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3]) or (2, 5, 1)
+
+
+def _source_message(envelope: Envelope | None) -> hl7.Message:
+    """A clean MSH of the original, from which create_ack can build the answer.
+
+    Built from the envelope rather than the received message so that a short or
+    oddly shaped MSH (a message type without components, missing MSH-11/12)
+    still gets an answer.
+    """
+    if envelope is None:
+        return hl7.parse(f"MSH|^~\\&|||||||ACK^^ACK||P|{FALLBACK_VERSION}")
+    separator = envelope.field_separator or "|"
+    encoding = envelope.encoding_characters or "^~\\&"
+    component = encoding[0]
+    raw = list(envelope.raw_msh) + [""] * (10 - len(envelope.raw_msh))
+    code_text = re.sub(r"[^A-Za-z0-9]", "", envelope.message_code)[:3]
+    trigger_text = re.sub(r"[^A-Za-z0-9]", "", envelope.trigger)[:3]
+    raw[6] = f"{code_text}{component}{trigger_text}"  # MSH-9
+    raw[8] = raw[8] or "P"  # MSH-11
+    raw[9] = raw[9] or FALLBACK_VERSION  # MSH-12
+    return hl7.parse("MSH" + separator + encoding + separator + separator.join(raw))
+
+
+def ack_build(
+    envelope: Envelope | None,
+    code: str,
+    *,
+    reason: str = "",
+    error_code: str = "",
+    location: Location | None = None,
+    control_id: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """The ACK for one message as ER7 text (segments separated by \\r, ending with \\r).
+
+    `envelope` None answers a message whose header could not be read (MSA-2 empty).
+    """
+    if code not in (ACCEPT, ERROR, REJECT):
+        raise ValueError(f"unknown acknowledgement code {code}")
+    source = _source_message(envelope)
+    ack = source.create_ack(ack_code=code, message_id=control_id or hl7.generate_message_control_id())
+    msh = ack.segment("MSH")
+    msh.assign_field((now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S") + "+0000", 7)
+    if code == ACCEPT:
+        return str(ack)
+    version = _version_tuple(envelope.version if envelope else FALLBACK_VERSION)
+    error_code = error_code or "207"
+    error_name = ERROR_CODE_NAMES.get(error_code, "Application error")
+    text = ack.escape(reason[:MAX_REASON_CHARS]) if reason else ""
+    component, subcomponent = source.separators[3], source.separators[4]
+    msa = ack.segment("MSA")
+    if version < (2, 7) and text:
+        msa.assign_field(text, 3)  # MSA-3 text message: withdrawn in 2.7, read by many older engines
+    err = ack.create_segment([ack.create_field(["ERR"])])
+    where = (
+        [location.segment, str(location.sequence), str(location.field) if location.field else ""]
+        if location
+        else []
+    )
+    if version < (2, 5):
+        # ERR-1 (ELD): segment ID ^ sequence ^ field position ^ code & text & table
+        coded = subcomponent.join([error_code, ack.escape(error_name), "HL70357"])
+        eld = where + [""] * (3 - len(where)) + [coded]
+        err.assign_field(component.join(eld), 1)
+    else:
+        if where:
+            err.assign_field(component.join(part for part in where), 2)  # ERR-2 (ERL)
+        err.assign_field(component.join([error_code, ack.escape(error_name), "HL70357"]), 3)
+        err.assign_field("E", 4)
+        if text:
+            err.assign_field(text, 8)
+    ack.append(err)
+    return str(ack)

@@ -1,0 +1,456 @@
+"""HL7v2 SIU messages (ER7 text) -> `SchedulingMessage`, with python-hl7 doing the splitting and unescaping.
+
+Versions 2.3 to 2.9 are read the same way: the fields used here kept their
+positions. Nothing here logs or keeps a field's content: errors name the field
+("TQ1-7"), never its value, because values are PHI.
+
+Field mapping (see docs/scheduling-feed.md for the full table):
+
+- start: TQ1-7, else SCH-11.4, else AIS-4 / AIL-6 / AIP-6 / AIG-8
+- duration: SCH-9 with SCH-10 units, else TQ1-8 (end), else SCH-11.5 (end),
+  else AIS-7/8, AIL-9/10, AIP-9/10, AIG-11/12, else 30 minutes (flagged)
+- identity: SCH-1 (placer ID), else SCH-2 (filler ID), within MSH-4
+- mobile number: PID-13, cellular (XTN-3 = CP) first
+- language: PID-15; department: AIL-3, else PV1-3
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import timezone as dt_timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import hl7
+
+from sms.hl7.fields import (
+    dtm_parse,
+    duration_from,
+    fixed_offset_zone,
+    language_code,
+    mobile_number,
+    place,
+    repetitions,
+    value,
+)
+from sms.services.appointments import SUPPORTED_EVENTS, SchedulingMessage
+
+DEFAULT_DURATION = timedelta(minutes=30)
+LONGEST_DURATION = timedelta(hours=24)  # longer is a unit mistake; it would keep the number for weeks
+
+# HL7 table 0357 (message error condition codes): the ones this feed answers with.
+SEGMENT_SEQUENCE_ERROR = "100"
+REQUIRED_FIELD_MISSING = "101"
+DATA_TYPE_ERROR = "102"
+TABLE_VALUE_NOT_FOUND = "103"
+UNSUPPORTED_MESSAGE_TYPE = "200"
+UNSUPPORTED_EVENT_CODE = "201"
+UNSUPPORTED_VERSION_ID = "203"
+APPLICATION_INTERNAL_ERROR = "207"
+ERROR_CODE_NAMES = {
+    SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
+    REQUIRED_FIELD_MISSING: "Required field missing",
+    DATA_TYPE_ERROR: "Data type error",
+    TABLE_VALUE_NOT_FOUND: "Table value not found",
+    UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
+    UNSUPPORTED_EVENT_CODE: "Unsupported event code",
+    UNSUPPORTED_VERSION_ID: "Unsupported version id",
+    APPLICATION_INTERNAL_ERROR: "Application internal error",
+}
+
+_VERSION = re.compile(r"^2\.[3-9](\.\d{1,2})?$")
+_SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+_SUPPORTED_TEXT = "only SIU scheduling messages S12, S13, S14, S15, S17 and S26 are accepted"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an error is, for ERR-2 (ERL): segment ID, segment sequence, field position."""
+
+    segment: str
+    field: int = 0
+    sequence: int = 1
+
+
+class HL7Error(Exception):
+    """A message this feed cannot use. `reason` goes back to the sender in the ACK; it holds no field values."""
+
+    ack_code = "AE"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str = REQUIRED_FIELD_MISSING,
+        location: Location | None = None,
+        envelope: Envelope | None = None,
+        ack_code: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.location = location
+        self.envelope = envelope
+        if ack_code:
+            self.ack_code = ack_code
+
+
+class MalformedMessage(HL7Error):
+    """Missing or unusable content: answered AE (AR when the header itself is unusable)."""
+
+
+class NotHL7(MalformedMessage):
+    """No MSH segment to answer to: HTTP 400 with the reason, no ACK."""
+
+
+class UnsupportedMessage(HL7Error):
+    """A valid message of a type or version this feed does not take: answered AR."""
+
+    ack_code = "AR"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The header (MSH) of a message: enough to acknowledge it and recognize a resend. No PHI."""
+
+    message_code: str  # MSH-9.1, e.g. SIU
+    trigger: str  # MSH-9.2, e.g. S12
+    control_id: str  # MSH-10
+    sending_application: str  # MSH-3 (HD.1, else HD.2)
+    sending_facility: str  # MSH-4 (HD.1, else HD.2)
+    version: str  # MSH-12.1
+    processing_id: str = "P"  # MSH-11.1
+    field_separator: str = "|"
+    encoding_characters: str = "^~\\&"
+    # MSH-3 to MSH-12 as received (still escaped), for the ACK's header.
+    raw_msh: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def message_type(self) -> str:
+        return f"{self.message_code}^{self.trigger}" if self.trigger else self.message_code
+
+    @property
+    def sender(self) -> str:
+        """MSH-3^MSH-4: with the control ID, what makes a message unique."""
+        return f"{self.sending_application}^{self.sending_facility}"[:200]
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    envelope: Envelope
+    scheduling: SchedulingMessage
+    duration_assumed: bool = False  # no duration anywhere: DEFAULT_DURATION was used
+    notes: tuple[str, ...] = ()  # for the processing record; no PHI
+
+
+# --- reading ER7 -------------------------------------------------------------------------
+
+
+def _decode(body: bytes | str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        # MSH-18 "8859/1" is what older interfaces send; Latin-1 never fails to decode.
+        return body.decode("latin-1")
+
+
+def er7_parse(body: bytes | str) -> hl7.Message:
+    """One HL7v2 message: line endings normalised to \\r, blank lines dropped, segment IDs checked."""
+    text = _decode(body).replace("\r\n", "\r").replace("\n", "\r")
+    # Byte order marks, MLLP framing left by a relay and stray blanks at either end.
+    text = text.lstrip("\ufeff\x0b \t\r").rstrip("\x1c \t\r")
+    if not text.startswith("MSH"):
+        if re.match(r"^[A-Z][A-Z0-9]{2}\|", text):
+            raise NotHL7("MSH segment missing: an HL7 message starts with its MSH segment", code="100")
+        raise NotHL7("not HL7: the body must start with MSH")
+    separator = text[3:4]
+    if not separator or separator.isalnum() or separator in " \r" or text.find(separator, 4) < 5:
+        raise NotHL7(
+            "not HL7: MSH must be followed by the field separator and encoding characters (MSH|^~\\&|)"
+        )
+    segments = [line for line in text.split("\r") if line.strip()]
+    if sum(1 for line in segments if line.startswith("MSH" + separator)) > 1:
+        first = _parse_segments(segments[:1])
+        raise MalformedMessage(
+            "several messages in one body: send one message per request (or per MLLP frame)",
+            code=SEGMENT_SEQUENCE_ERROR,
+            envelope=envelope_read(first, check_type=False),
+            ack_code="AR",
+        )
+    for position, line in enumerate(segments, start=1):
+        if not _SEGMENT_ID.match(line[:3]) or (len(line) > 3 and line[3] != separator):
+            first = _parse_segments(segments[:1])
+            raise MalformedMessage(
+                f"segment {position} has no valid segment ID (three capital letters or digits)",
+                code=SEGMENT_SEQUENCE_ERROR,
+                envelope=envelope_read(first, check_type=False),
+            )
+    return _parse_segments(segments)
+
+
+def _parse_segments(segments: list[str]) -> hl7.Message:
+    try:
+        return hl7.parse("\r".join(segments))
+    except (hl7.ParseException, ValueError, IndexError) as error:
+        raise NotHL7("not HL7: the message could not be split into segments and fields") from error
+
+
+def _segments(message: hl7.Message, segment_id: str) -> Iterator[hl7.Segment]:
+    return (segment for segment in message if str(segment[0][0]) == segment_id)
+
+
+def _first(message: hl7.Message, segment_id: str) -> hl7.Segment | None:
+    return next(_segments(message, segment_id), None)
+
+
+def envelope_read(message: hl7.Message, *, check_type: bool = True) -> Envelope:
+    """The MSH header; UnsupportedMessage for other message types or versions (when `check_type`)."""
+    msh = message[0]
+    if str(msh[0][0]) != "MSH":
+        raise NotHL7("MSH segment missing: an HL7 message starts with its MSH segment", code="100")
+
+    def hd(field_no: int) -> str:
+        return (value(msh, field_no, 1) or value(msh, field_no, 2))[:100]
+
+    envelope = Envelope(
+        message_code=value(msh, 9, 1).upper(),
+        trigger=value(msh, 9, 2).upper(),
+        control_id=value(msh, 10)[:200],
+        sending_application=hd(3),
+        sending_facility=hd(4),
+        version=value(msh, 12, 1),
+        processing_id=value(msh, 11, 1),
+        field_separator=str(msh[1]),
+        encoding_characters=str(msh[2]),
+        raw_msh=tuple(str(msh[position]) if position < len(msh) else "" for position in range(3, 13)),
+    )
+    if not check_type:
+        return envelope
+    if not envelope.control_id:
+        raise MalformedMessage(
+            "MSH-10 (message control ID) is empty",
+            location=Location("MSH", 10),
+            envelope=envelope,
+            ack_code="AR",
+        )
+    if not envelope.message_code:
+        raise MalformedMessage(
+            "MSH-9 (message type) is empty", location=Location("MSH", 9), envelope=envelope, ack_code="AR"
+        )
+    if envelope.message_code != "SIU":
+        raise UnsupportedMessage(
+            f"{_type_text(envelope)} messages are not accepted here: {_SUPPORTED_TEXT}",
+            code=UNSUPPORTED_MESSAGE_TYPE,
+            location=Location("MSH", 9),
+            envelope=envelope,
+        )
+    if envelope.trigger not in SUPPORTED_EVENTS:
+        raise UnsupportedMessage(
+            f"{_type_text(envelope)} messages are not handled: {_SUPPORTED_TEXT}",
+            code=UNSUPPORTED_EVENT_CODE,
+            location=Location("MSH", 9),
+            envelope=envelope,
+        )
+    if not envelope.version:
+        raise MalformedMessage(
+            "MSH-12 (version ID) is empty", location=Location("MSH", 12), envelope=envelope, ack_code="AR"
+        )
+    if not _VERSION.match(envelope.version):
+        raise UnsupportedMessage(
+            f"HL7 version {_safe(envelope.version)} is not supported: send version 2.3 to 2.9",
+            code=UNSUPPORTED_VERSION_ID,
+            location=Location("MSH", 12),
+            envelope=envelope,
+        )
+    return envelope
+
+
+def _type_text(envelope: Envelope) -> str:
+    """ "ADT A04": the type as words, without a component separator the ACK would have to escape."""
+    return " ".join(_safe(part) for part in (envelope.message_code, envelope.trigger) if part)
+
+
+def _safe(text: str) -> str:
+    """A short code from the header, safe to echo: message types and versions are not PHI, but keep them tame."""
+    return re.sub(r"[^A-Za-z0-9._-]", "?", text)[:20]
+
+
+# --- dates and time zones ---------------------------------------------------------------
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _moment(text: str, name: str, location: Location, zone: ZoneInfo) -> tuple[datetime, timedelta | None]:
+    """An aware datetime: with the sender's offset when given, else read in the endpoint's zone."""
+    try:
+        naive, offset = dtm_parse(text)
+    except ValueError as error:
+        raise MalformedMessage(
+            f"{name} is not a usable date and time (YYYYMMDDHHMM[SS][+/-ZZZZ], at least to the minute)",
+            code=DATA_TYPE_ERROR,
+            location=location,
+        ) from error
+    if offset is None:
+        return naive.replace(tzinfo=zone), None
+    return naive.replace(tzinfo=dt_timezone(offset)), offset
+
+
+def _zone_for(start: datetime, offset: timedelta | None, endpoint_zone: str, notes: list[str]) -> str:
+    """Keep the endpoint's IANA zone (daylight saving keeps working) unless the sender's offset says otherwise."""
+    if offset is None or start.astimezone(_zone(endpoint_zone)).utcoffset() == offset:
+        return endpoint_zone
+    fixed = fixed_offset_zone(offset)
+    if fixed is None:
+        notes.append(
+            "the start time's UTC offset is not a whole number of hours: the endpoint's time zone is "
+            "used for quiet hours"
+        )
+        return endpoint_zone
+    return fixed
+
+
+# --- the SIU message -------------------------------------------------------------------
+
+
+def scheduling_parse(body: bytes | str, *, time_zone: str, default_region: str = "US") -> ParsedMessage:
+    """Parse one SIU message. `time_zone` is the endpoint's IANA zone: times without an offset are read in it.
+
+    Raises NotHL7 (no MSH: nothing to acknowledge), UnsupportedMessage (another type
+    or version: AR) or MalformedMessage (AE, or AR for an unusable header), each
+    carrying the envelope when the header could be read.
+    """
+    message = er7_parse(body)
+    envelope = envelope_read(message)
+    try:
+        return _siu(message, envelope, time_zone, default_region)
+    except HL7Error as error:
+        error.envelope = envelope
+        raise
+
+
+def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_region: str) -> ParsedMessage:
+    zone = _zone(time_zone)
+    notes: list[str] = []
+    msh = message[0]
+    if not value(msh, 7):
+        raise MalformedMessage(
+            "MSH-7 (date/time of message) is empty: it orders updates of one appointment",
+            location=Location("MSH", 7),
+        )
+    message_time, _ = _moment(value(msh, 7), "MSH-7", Location("MSH", 7), zone)
+
+    sch = _first(message, "SCH")
+    if sch is None:
+        raise MalformedMessage("SCH segment missing", code=SEGMENT_SEQUENCE_ERROR, location=Location("SCH"))
+    external_id = value(sch, 1) or value(sch, 2)
+    if not external_id:
+        raise MalformedMessage(
+            "SCH-1 and SCH-2 are both empty: the appointment has no ID", location=Location("SCH", 1)
+        )
+
+    tq1 = _first(message, "TQ1")
+    resources = [
+        (segment_id, segment)
+        for segment_id in ("AIS", "AIL", "AIP", "AIG")
+        for segment in _segments(message, segment_id)
+    ]
+    # (field name, segment, field, component, ERR location)
+    start_sources = [("TQ1-7", tq1, 7, 1, Location("TQ1", 7)), ("SCH-11.4", sch, 11, 4, Location("SCH", 11))]
+    start_fields = {"AIS": 4, "AIL": 6, "AIP": 6, "AIG": 8}
+    start_sources += [
+        (
+            f"{segment_id}-{start_fields[segment_id]}",
+            segment,
+            start_fields[segment_id],
+            1,
+            Location(segment_id, start_fields[segment_id]),
+        )
+        for segment_id, segment in resources
+    ]
+    for name, segment, field_no, component, location in start_sources:
+        text = value(segment, field_no, component)
+        if text:
+            start, offset = _moment(text, name, location, zone)
+            break
+    else:
+        raise MalformedMessage("no start time in TQ1-7, SCH-11 or AIS/AIL/AIP", location=Location("SCH", 11))
+
+    duration, assumed = _duration(sch, tq1, resources, start, zone, notes)
+    start_utc = start.astimezone(UTC)
+    # In UTC: adding an hour to a wall-clock time on the night clocks change would be off by an hour.
+    end_utc = start_utc + duration
+
+    pid = _first(message, "PID")
+    phone = mobile_number(pid, default_region=default_region)
+    if pid is not None and not phone and repetitions(pid, 13):
+        notes.append("PID-13 has no number that can receive texts")
+    department = place(_first(message, "AIL"), 3) or place(_first(message, "PV1"), 3)
+    scheduling = SchedulingMessage(
+        event=envelope.trigger,
+        message_time=message_time.astimezone(UTC),
+        sending_facility=envelope.sending_facility[:200],
+        external_id=external_id[:200],
+        start=start_utc,
+        end=end_utc,
+        phone=phone,
+        language=language_code(value(pid, 15, 1), value(pid, 15, 2)),
+        department=department,
+        time_zone=_zone_for(start, offset, time_zone, notes),
+    )
+    return ParsedMessage(
+        envelope=envelope, scheduling=scheduling, duration_assumed=assumed, notes=tuple(notes)
+    )
+
+
+def _duration(
+    sch, tq1, resources, start: datetime, zone: ZoneInfo, notes: list[str]
+) -> tuple[timedelta, bool]:
+    """(duration, assumed): SCH-9/10, else an end time (TQ1-8, SCH-11.5), else the resources', else 30 minutes."""
+
+    def usable(found: timedelta | None, name: str) -> timedelta | None:
+        if found is None:
+            return None
+        if found <= timedelta(0) or found > LONGEST_DURATION:
+            notes.append(f"{name} gives a duration that is not between 0 and 24 hours: ignored")
+            return None
+        return found
+
+    amount = value(sch, 9)
+    if amount:
+        found = duration_from(amount, value(sch, 10, 1), value(sch, 10, 2))
+        if found is None:
+            notes.append("SCH-9/SCH-10 duration not understood: ignored")
+        elif usable(found, "SCH-9"):
+            return found, False
+    for name, segment, field_no, component, location in (
+        ("TQ1-8", tq1, 8, 1, Location("TQ1", 8)),
+        ("SCH-11.5", sch, 11, 5, Location("SCH", 11)),
+    ):
+        text = value(segment, field_no, component)
+        if text:
+            end, _ = _moment(text, name, location, zone)
+            found = usable(end.astimezone(UTC) - start.astimezone(UTC), name)
+            if found:
+                return found, False
+    duration_fields = {"AIS": (7, 8), "AIL": (9, 10), "AIP": (9, 10), "AIG": (11, 12)}
+    for segment_id, segment in resources:
+        amount_field, unit_field = duration_fields[segment_id]
+        amount = value(segment, amount_field)
+        if amount:
+            found = usable(
+                duration_from(amount, value(segment, unit_field, 1), value(segment, unit_field, 2)),
+                f"{segment_id}-{amount_field}",
+            )
+            if found:
+                return found, False
+    notes.append("no duration in SCH-9, TQ1-8 or AIS/AIL/AIP: 30 minutes assumed")
+    return DEFAULT_DURATION, True

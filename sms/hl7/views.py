@@ -1,0 +1,66 @@
+"""POST /sms/ingest/<Microsoft tenant ID>/<environment>/: the HTTPS transport of the scheduling feed.
+
+Answers 200 with the HL7 ACK (AA, AE or AR) for every message that was read;
+401 for a missing or wrong signature, 413 for an oversized body, 400 for a body
+that is not HL7 at all, 404 for an unknown organization or environment. Errors
+other than the ACK are plain text, for the interface engineer reading them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from connector.models import Environment
+from sms.hl7.ingest import HL7_CONTENT_TYPE, HTTP, ingest_message, max_body_bytes
+from tenants.models import Tenant, TenantStatus
+from tenants.scoping import all_tenants
+
+SIGNATURE_HEADER = "X-HL7-Signature"
+
+
+def _text(status: int, message: str) -> HttpResponse:
+    return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+def _tenant(tenant_id: str) -> Tenant | None:
+    try:
+        normalized = str(uuid.UUID(tenant_id))
+    except ValueError:
+        return None
+    with all_tenants():
+        return Tenant.objects.filter(microsoft_tenant_id=normalized, status=TenantStatus.ENABLED).first()
+
+
+@csrf_exempt  # machine-to-machine: the signature, not a cookie, authenticates
+@require_POST
+def ingest(request: HttpRequest, tenant_id: str, environment: str) -> HttpResponse:
+    tenant = _tenant(tenant_id) if environment in Environment.values else None
+    if tenant is None:
+        return _text(404, "unknown ingest URL: copy it from the SMS configuration record in the portal")
+    limit = max_body_bytes()
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return _text(413, f"the message is larger than {limit} bytes")
+    body = request.read(limit + 1)  # never more than the limit in memory, whatever the header said
+    if len(body) > limit:
+        return _text(413, f"the message is larger than {limit} bytes")
+    result = ingest_message(
+        tenant=tenant,
+        environment=environment,
+        body=body,
+        signature=request.headers.get(SIGNATURE_HEADER),
+        via=HTTP,
+    )
+    if result.status_code != 200:
+        response = _text(result.status_code, result.error)
+        if result.status_code == 401:
+            response["WWW-Authenticate"] = f'{SIGNATURE_HEADER} realm="scheduling feed"'
+        return response
+    return HttpResponse(result.ack, status=200, content_type=HL7_CONTENT_TYPE)

@@ -1,0 +1,28 @@
+"""SMS notifications: consent, numbers, settings, certificates, appointments, messages, opt-outs."""
+
+from sms.models.appointments import Appointment, AppointmentStatus, ProcessedMessage
+from sms.models.messages import MessageKind, MessageState, OptOut, OutboundMessage
+from sms.models.setup import (
+    NumberState,
+    PhoneNumber,
+    SigningCertificate,
+    SmsConsent,
+    SmsSettings,
+    TollFreeVerification,
+)
+
+__all__ = [
+    "Appointment",
+    "AppointmentStatus",
+    "MessageKind",
+    "MessageState",
+    "NumberState",
+    "OptOut",
+    "OutboundMessage",
+    "PhoneNumber",
+    "ProcessedMessage",
+    "SigningCertificate",
+    "SmsConsent",
+    "SmsSettings",
+    "TollFreeVerification",
+]

@@ -1,0 +1,76 @@
+"""Appointments learned from the EHR's scheduling feed."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from connector.encryption import EncryptedTextField
+from tenants.scoping import TenantOwnedModel
+
+
+class AppointmentStatus(models.TextChoices):
+    BOOKED = "booked", "Booked"
+    CANCELLED = "cancelled", "Cancelled"
+    DELETED = "deleted", "Deleted"
+    NO_SHOW = "no_show", "No show"
+
+
+class Appointment(TenantOwnedModel):
+    """An appointment: times, status and the patient's mobile number (encrypted, purged after the visit).
+
+    No names or clinical data: the raw message is not kept after processing.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(
+        "connector.FhirEndpoint", on_delete=models.CASCADE, related_name="appointments"
+    )
+    sending_facility = models.CharField(max_length=200, blank=True)
+    external_id = models.CharField(max_length=200, help_text="SCH-1 or SCH-2: the EHR's appointment ID.")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    time_zone = models.CharField(max_length=64, default="UTC")
+    status = models.CharField(
+        max_length=10, choices=AppointmentStatus.choices, default=AppointmentStatus.BOOKED
+    )
+    department = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=8, default="en")
+    phone = EncryptedTextField(blank=True, help_text="E.164, encrypted at rest; emptied after the visit.")
+    phone_last_four = models.CharField(max_length=4, blank=True)
+    phone_purged_at = models.DateTimeField(null=True, blank=True)
+    # The newest message applied (MSH-7): an older message never undoes newer state.
+    state_as_of = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "sending_facility", "external_id"],
+                name="one_appointment_per_facility_and_id",
+            )
+        ]
+        indexes = [models.Index(fields=["end", "phone_purged_at"])]
+
+    def __str__(self) -> str:
+        return f"Appointment {self.external_id}"
+
+
+class ProcessedMessage(TenantOwnedModel):
+    """One accepted HL7v2 message, by sender and control ID (MSH-10), for idempotency. No content kept."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    sender = models.CharField(max_length=200, help_text="MSH-3 and MSH-4.")
+    control_id = models.CharField(max_length=200)
+    message_type = models.CharField(max_length=20)
+    ack_code = models.CharField(max_length=2)
+    ack_text = models.CharField(max_length=500, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "sender", "control_id"], name="one_row_per_control_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.control_id} ({self.ack_code})"

@@ -1,0 +1,90 @@
+"""Texts sent to patients, and their opt-outs."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from connector.encryption import EncryptedTextField
+from tenants.scoping import TenantOwnedModel
+
+
+class MessageKind(models.TextChoices):
+    CONFIRMATION = "confirmation", "Confirmation"
+    RESCHEDULE = "reschedule", "Reschedule confirmation"
+    CANCELLATION = "cancellation", "Cancellation"
+    REMINDER = "reminder", "Reminder"
+    HELP = "help", "Help"
+    OPT_OUT = "opt_out", "Opt-out confirmation"
+    OPT_IN = "opt_in", "Opt-in confirmation"
+    GUEST_INVITE = "guest_invite", "Guest invite"
+
+
+class MessageState(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class OutboundMessage(TenantOwnedModel):
+    """One text. Claimed atomically by a dispatcher so it is never sent twice."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    appointment = models.ForeignKey(
+        "sms.Appointment", on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
+    )
+    phone_number = models.ForeignKey("sms.PhoneNumber", on_delete=models.PROTECT, related_name="messages")
+    kind = models.CharField(max_length=14, choices=MessageKind.choices)
+    to = EncryptedTextField(blank=True, help_text="E.164, encrypted; emptied with the appointment's number.")
+    to_last_four = models.CharField(max_length=4, blank=True)
+    to_hash = models.CharField(max_length=64, help_text="Keyed hash of the number, for opt-outs and pacing.")
+    body = EncryptedTextField(blank=True)
+    send_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=10, choices=MessageState.choices, default=MessageState.SCHEDULED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    dedupe_key = models.CharField(
+        max_length=200, help_text="One message per purpose: no double confirmations."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["send_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "dedupe_key"], name="one_message_per_dedupe_key")
+        ]
+        indexes = [
+            models.Index(fields=["state", "send_at"]),
+            models.Index(fields=["provider_message_id"]),
+            models.Index(fields=["tenant", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to …{self.to_last_four} ({self.get_state_display()})"
+
+
+class OptOut(TenantOwnedModel):
+    """A number that said STOP to this organization. Never texted again until START."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    number_hash = models.CharField(max_length=64)
+    number_last_four = models.CharField(max_length=4)
+    opted_out_at = models.DateTimeField(default=timezone.now)
+    opted_in_at = models.DateTimeField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "number_hash"], name="one_opt_out_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"…{self.number_last_four} ({'opted out' if self.active else 'opted in again'})"

@@ -1,0 +1,29 @@
+"""Reads of the SMS app."""
+
+from __future__ import annotations
+
+from sms.models import NumberState, OptOut, SmsConsent, SmsSettings
+from tenants.models import Tenant
+
+
+def number_is_opted_out(tenant: Tenant, hashed_number: str) -> bool:
+    return OptOut.objects.filter(tenant=tenant, number_hash=hashed_number, active=True).exists()
+
+
+_UNREAD = object()
+
+
+def sending_blocker(tenant: Tenant, settings_row: SmsSettings | None, consent=_UNREAD) -> str:
+    """Why nothing may be sent for this endpoint now, or "" when texts may go out.
+
+    Pass `consent` when it was already read (None for none) to save the query.
+    """
+    if consent is _UNREAD:
+        consent = SmsConsent.objects.filter(tenant=tenant).first()
+    if consent is None or not consent.complete:
+        return "Both consent confirmations are needed before any text is sent."
+    if settings_row is None or settings_row.phone_number is None:
+        return "No phone number is linked to this endpoint."
+    if settings_row.phone_number.state != NumberState.ACTIVE:
+        return "The linked phone number is not active."
+    return ""

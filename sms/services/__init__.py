@@ -1,0 +1,1 @@
+"""Writes of the SMS app: setup, appointments, messages, inbound texts."""

@@ -1,0 +1,333 @@
+"""The dispatcher: claims due texts atomically, renders them, sends them through the backend.
+
+Exactly once: a message is claimed (scheduled -> sending) by one dispatcher in
+one UPDATE (PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED), so two dispatchers
+never take the same row. A dispatcher killed after claiming leaves the row in
+`sending`; when its lease runs out the row is marked failed ("outcome unknown")
+rather than sent again, because the provider may already have delivered it.
+Temporary provider errors go back to `scheduled` with backoff; 429s pause the
+number for Retry-After; permanent errors stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from sms.backends import get_sms_backend
+from sms.backends.base import SmsError
+from sms.models import MessageKind, MessageState, OptOut, OutboundMessage, SmsSettings
+from sms.phones import region_of
+from sms.selectors import number_is_opted_out, sending_blocker
+from sms.texts import DATE_FORMATS, TIME_FORMATS, render, template_for
+from tenants.scoping import all_tenants, tenant_scope
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+FIRST_BACKOFF = timedelta(seconds=30)
+LEASE = timedelta(minutes=5)
+HOLD_RETRY = timedelta(minutes=30)
+
+
+@dataclass
+class DispatchResult:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    held: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _claim(batch: int) -> list[int]:
+    now = timezone.now()
+    # This dispatcher's own lease end marks its claim (a random microsecond keeps two apart).
+    lease_until = now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
+    with transaction.atomic():
+        due = OutboundMessage.objects.filter(state=MessageState.SCHEDULED, send_at__lte=now).order_by(
+            "send_at", "pk"
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        ids = list(due.values_list("pk", flat=True)[:batch])
+        if not ids:
+            return []
+        # The state condition again: on databases without row locks the UPDATE decides.
+        claimed = OutboundMessage.objects.filter(pk__in=ids, state=MessageState.SCHEDULED)
+        claimed.update(state=MessageState.SENDING, lease_until=lease_until, attempts=F("attempts") + 1)
+        return list(
+            OutboundMessage.objects.filter(
+                pk__in=ids, state=MessageState.SENDING, lease_until=lease_until
+            ).values_list("pk", flat=True)
+        )
+
+
+def _expire_leases() -> int:
+    return OutboundMessage.objects.filter(state=MessageState.SENDING, lease_until__lt=timezone.now()).update(
+        state=MessageState.FAILED,
+        error="The dispatcher stopped while sending; the outcome is unknown, so it is not sent again.",
+    )
+
+
+def _rate_per_number() -> float:
+    return float(getattr(settings, "SMS_RATE_PER_NUMBER", 1.0))
+
+
+class Pacer:
+    """Paces sending per number across every dispatcher, with few cache round trips.
+
+    At `rate` texts a second, time is cut into windows of max(1, 1/rate)
+    seconds, each allowing max(1, rate * window) sends, counted in the shared
+    cache. A dispatcher reserves its sends in chunks (one cache increment per
+    chunk, not per text); a reserved but unused slot is simply lost, which errs
+    on the slow side. A number paused after a 429 raises _Paused.
+    """
+
+    CHUNK = 100
+
+    def __init__(self) -> None:
+        self.rate = max(_rate_per_number(), 0.001)
+        self.window = max(1.0, 1.0 / self.rate)
+        self.allowance = max(1, int(self.rate * self.window))
+        self._reserved: dict[int, tuple[int, int]] = {}  # number -> (window index, slots left)
+
+    def take(self, number_pk: int) -> None:
+        while True:
+            now = time.time()
+            index = int(now / self.window)
+            reserved_index, left = self._reserved.get(number_pk, (-1, 0))
+            if reserved_index == index and left > 0:
+                self._reserved[number_pk] = (index, left - 1)
+                return
+            paused_until = cache.get(f"sms-pause:{number_pk}")
+            if paused_until and paused_until > now:
+                raise _Paused(paused_until - now)
+            want = min(self.allowance, self.CHUNK)
+            key = f"sms-rate:{number_pk}:{index}"
+            cache.add(key, 0, timeout=int(self.window) + 5)
+            try:
+                used = cache.incr(key, want)
+            except ValueError:  # expired between add and incr
+                continue
+            granted = max(0, min(want, self.allowance - (used - want)))
+            if granted:
+                self._reserved[number_pk] = (index, granted - 1)
+                return
+            time.sleep(max((index + 1) * self.window - now, 0.01))
+
+
+class _Paused(Exception):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _join_link(message: OutboundMessage) -> str:
+    from connector.services.visits import join_token_make, participant_id_for, visit_get_or_create
+
+    appointment = message.appointment
+    visit = visit_get_or_create(
+        endpoint=appointment.endpoint,
+        appointment_id=appointment.external_id,
+        scheduled_start=appointment.start,
+        scheduled_end=appointment.end,
+    )
+    token = join_token_make(
+        visit=visit,
+        role="patient",
+        participant_id=participant_id_for("patient", f"appointment:{appointment.pk}"),
+    )
+    return f"{settings.PUBLIC_BASE_URL}/join/{token}/"
+
+
+def render_body(message: OutboundMessage, settings_row: SmsSettings | None) -> str:
+    if message.body:
+        return message.body  # pre-rendered (guest invites, HELP and opt-out answers)
+    appointment = message.appointment
+    language = appointment.language or (settings_row.default_language if settings_row else "en")
+    templates = settings_row.templates if settings_row else {}
+    local = appointment.start.astimezone(_zone(appointment.time_zone))
+    lang = language if language in DATE_FORMATS else "en"
+    values = {
+        "organization": message.tenant.name,
+        "date": local.strftime(DATE_FORMATS[lang]),
+        "time": local.strftime(TIME_FORMATS[lang]).lstrip("0"),
+        "contact": settings_row.contact if settings_row else "",
+        "link": _join_link(message) if message.kind != MessageKind.CANCELLATION else "",
+    }
+    return render(template_for(templates, language, message.kind), **values)
+
+
+def _reschedule(
+    message: OutboundMessage, *, after: timedelta, error: str, count_attempt: bool = True
+) -> None:
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.SCHEDULED,
+        send_at=timezone.now() + after,
+        error=error[:1000],
+        lease_until=None,
+        attempts=F("attempts") if count_attempt else F("attempts") - 1,
+    )
+
+
+def _fail(message: OutboundMessage, error: str) -> None:
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.FAILED, error=error[:1000], lease_until=None
+    )
+
+
+def _endpoint_state(message: OutboundMessage, memo: dict) -> tuple[SmsSettings | None, str]:
+    """The endpoint's SMS settings and what blocks sending, read once per dispatch run."""
+    key = (message.tenant_id, message.appointment.endpoint_id)
+    if key not in memo:
+        settings_row = (
+            SmsSettings.objects.filter(endpoint_id=message.appointment.endpoint_id)
+            .select_related("phone_number")
+            .first()
+        )
+        memo[key] = (settings_row, sending_blocker(message.tenant, settings_row))
+    return memo[key]
+
+
+def send_one(message: OutboundMessage, result: DispatchResult, *, pacer: Pacer, memo: dict) -> None:
+    """Send one claimed message (in its tenant's scope)."""
+    settings_row = None
+    is_opt_answer = message.kind in (MessageKind.OPT_OUT, MessageKind.OPT_IN, MessageKind.HELP)
+    if message.appointment_id:
+        settings_row, blocker = _endpoint_state(message, memo)
+        if blocker:
+            _fail(message, f"Not sent: {blocker}")
+            result.failed += 1
+            return
+    if not message.to:
+        _fail(message, "Not sent: the number was already purged.")
+        result.failed += 1
+        return
+    opted_out = memo.get("opted_out")
+    is_opted_out = (
+        (message.tenant_id, message.to_hash) in opted_out
+        if opted_out is not None
+        else number_is_opted_out(message.tenant, message.to_hash)
+    )
+    if not is_opt_answer and is_opted_out:
+        OutboundMessage.objects.filter(pk=message.pk).update(
+            state=MessageState.CANCELLED, error="The number opted out (STOP).", lease_until=None
+        )
+        result.skipped += 1
+        return
+    number = message.phone_number
+    if number.held_for_us_recipients and region_of(message.to) == "US":
+        _reschedule(
+            message,
+            after=HOLD_RETRY,
+            error="Held: the toll-free number is not verified yet.",
+            count_attempt=False,
+        )
+        result.held += 1
+        return
+    try:
+        pacer.take(number.pk)
+    except _Paused as pause:
+        _reschedule(
+            message,
+            after=timedelta(seconds=pause.seconds),
+            error="Paused by the provider (429).",
+            count_attempt=False,
+        )
+        result.retried += 1
+        return
+    body = render_body(message, settings_row)
+    backend = get_sms_backend(settings.SMS_BACKEND)
+    try:
+        sent = backend.send(from_number=number.number, to_number=message.to, body=body)
+    except SmsError as error:
+        if error.retry_after:
+            cache.set(
+                f"sms-pause:{number.pk}", time.time() + error.retry_after, timeout=int(error.retry_after) + 5
+            )
+            _reschedule(
+                message, after=timedelta(seconds=error.retry_after), error=error.message, count_attempt=False
+            )
+            result.retried += 1
+        elif error.permanent or message.attempts >= MAX_ATTEMPTS:
+            _fail(message, error.message)
+            if getattr(error, "code", "") == "opted_out":
+                OptOut.objects.get_or_create(
+                    tenant=message.tenant,
+                    number_hash=message.to_hash,
+                    defaults={"number_last_four": message.to_last_four},
+                )
+            result.failed += 1
+        else:
+            _reschedule(message, after=FIRST_BACKOFF * (2 ** (message.attempts - 1)), error=error.message)
+            result.retried += 1
+        return
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.SENT,
+        provider=backend.name,
+        provider_message_id=sent.provider_message_id,
+        sent_at=timezone.now(),
+        error="",
+        lease_until=None,
+    )
+    result.sent += 1
+
+
+def messages_dispatch(*, batch: int = 200, max_batches: int = 50) -> DispatchResult:
+    """Send every due message, batch by batch (scheduled every minute, and after new messages)."""
+    result = DispatchResult()
+    pacer = Pacer()
+    memo: dict = {}
+    with all_tenants():
+        _expire_leases()
+    for _ in range(max_batches):
+        with all_tenants():
+            ids = _claim(batch)
+            messages = list(
+                OutboundMessage.objects.filter(pk__in=ids)
+                .select_related("tenant", "phone_number", "appointment__endpoint")
+                .order_by("send_at", "pk")
+            )
+        if not messages:
+            break
+        result.claimed += len(messages)
+        with all_tenants():
+            # The batch's opt-outs in one query (an opt-out arriving meanwhile is
+            # caught by the cancel that STOP does on scheduled texts).
+            memo["opted_out"] = set(
+                OptOut.objects.filter(active=True, number_hash__in={m.to_hash for m in messages}).values_list(
+                    "tenant_id", "number_hash"
+                )
+            )
+        # One commit per batch instead of one per message. Safe: the claims are
+        # already committed, so if this transaction is lost the rows stay
+        # "sending" and expire as failed; nothing is ever sent twice.
+        with transaction.atomic():
+            for message in messages:
+                with tenant_scope(message.tenant):
+                    try:
+                        with transaction.atomic():
+                            send_one(message, result, pacer=pacer, memo=memo)
+                    except Exception as error:  # noqa: BLE001 - one bad message must not stop the rest
+                        logger.exception("message %s could not be sent", message.pk)
+                        _fail(message, f"Internal error: {type(error).__name__}")
+                        result.failed += 1
+    return result

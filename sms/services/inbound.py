@@ -1,0 +1,113 @@
+"""Texts patients send back (STOP, START, HELP) and providers' delivery reports."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sms.backends.base import DeliveryReport, InboundText
+from sms.models import MessageKind, MessageState, OptOut, OutboundMessage, PhoneNumber, SmsSettings
+from sms.phones import InvalidPhoneNumber, last_four, number_hash, to_e164
+from sms.texts import render, template_for
+from tenants.scoping import all_tenants, tenant_scope
+
+logger = logging.getLogger(__name__)
+
+STOP_WORDS = {"STOP", "END", "CANCEL", "UNSUBSCRIBE", "QUIT", "REVOKE", "OPTOUT", "STOPALL"}
+START_WORDS = {"START", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+
+
+def _answer(number: PhoneNumber, to: str, kind: str, reference: str) -> OutboundMessage | None:
+    """Queue the one answer to a keyword (pre-rendered, sent by the dispatcher)."""
+    settings_row = SmsSettings.objects.filter(phone_number=number).first()
+    templates = settings_row.templates if settings_row else {}
+    language = settings_row.default_language if settings_row else "en"
+    body = render(
+        template_for(templates, language, kind),
+        organization=number.tenant.name,
+        contact=(settings_row.contact if settings_row else "") or "your care team",
+    )
+    try:
+        with transaction.atomic():
+            return OutboundMessage.objects.create(
+                tenant=number.tenant,
+                phone_number=number,
+                kind=kind,
+                to=to,
+                to_last_four=last_four(to),
+                to_hash=number_hash(to),
+                body=body,
+                dedupe_key=f"{kind}:{reference}",
+            )
+    except IntegrityError:
+        return None  # the provider delivered the same inbound text twice
+
+
+def inbound_handle(text: InboundText) -> str:
+    """Apply a keyword for the organization that owns the receiving number. Returns what was done."""
+    try:
+        sender = to_e164(text.from_number)
+        receiver = to_e164(text.to_number)
+    except InvalidPhoneNumber:
+        return "ignored: unusable number"
+    with all_tenants():
+        number = PhoneNumber.objects.select_related("tenant").filter(number=receiver).first()
+    if number is None:
+        logger.info("inbound text to a number that is not ours")
+        return "ignored: unknown receiving number"
+    words = text.body.strip().upper().split()
+    keyword = words[0] if words else ""
+    hashed = number_hash(sender)
+    with tenant_scope(number.tenant):
+        if keyword in STOP_WORDS:
+            with transaction.atomic():
+                opt_out, created = OptOut.objects.get_or_create(
+                    tenant=number.tenant, number_hash=hashed, defaults={"number_last_four": last_four(sender)}
+                )
+                if not created and not opt_out.active:
+                    opt_out.active = True
+                    opt_out.opted_out_at = timezone.now()
+                    opt_out.opted_in_at = None
+                    opt_out.save()
+                OutboundMessage.objects.filter(to_hash=hashed, state=MessageState.SCHEDULED).update(
+                    state=MessageState.CANCELLED, error="The number opted out (STOP)."
+                )
+                _answer(number, sender, MessageKind.OPT_OUT, text.provider_message_id)
+            return "opted out"
+        if keyword in START_WORDS:
+            updated = OptOut.objects.filter(number_hash=hashed, active=True).update(
+                active=False, opted_in_at=timezone.now()
+            )
+            if updated:
+                _answer(number, sender, MessageKind.OPT_IN, text.provider_message_id)
+            return "opted in" if updated else "ignored: was not opted out"
+        if keyword in HELP_WORDS:
+            _answer(number, sender, MessageKind.HELP, text.provider_message_id)
+            return "help sent"
+    logger.info("inbound text without a keyword ignored")
+    return "ignored: no keyword"
+
+
+_FINAL = {MessageState.DELIVERED, MessageState.FAILED}
+
+
+def delivery_report_apply(report: DeliveryReport) -> bool:
+    """Update the message a provider's report is about. A late 'sent' never undoes 'delivered'."""
+    with all_tenants():
+        message = OutboundMessage.objects.filter(provider_message_id=report.provider_message_id).first()
+        if message is None:
+            return False
+        if report.status == "delivered":
+            OutboundMessage.objects.filter(pk=message.pk).update(
+                state=MessageState.DELIVERED, delivered_at=report.occurred_at or timezone.now()
+            )
+        elif report.status == "failed" and message.state != MessageState.DELIVERED:
+            OutboundMessage.objects.filter(pk=message.pk).update(
+                state=MessageState.FAILED, error=f"Not delivered: {report.error}"[:1000]
+            )
+        elif report.status == "sent" and message.state not in _FINAL:
+            OutboundMessage.objects.filter(pk=message.pk).update(state=MessageState.SENT)
+    return True

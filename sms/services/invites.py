@@ -1,0 +1,54 @@
+"""Guest invites sent by text: the clinician's guest link, through the same sending machinery."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django_q.tasks import async_task
+
+from connector.models import GuestInvite
+from sms.models import OutboundMessage, SmsSettings
+from sms.phones import InvalidPhoneNumber, last_four, number_hash, to_e164
+from sms.selectors import number_is_opted_out, sending_blocker
+from sms.texts import render, template_for
+
+
+def guest_invite_text(*, invite: GuestInvite, phone: str, link: str) -> OutboundMessage:
+    """Queue the invite's link by text to `phone`. Refuses when SMS is not set up or the number opted out."""
+    visit = invite.visit
+    if invite.revoked_at is not None:
+        raise ValidationError("This guest link was revoked; create a new one.")
+    try:
+        number = to_e164(phone)
+    except InvalidPhoneNumber as error:
+        raise ValidationError({"phone": "That is not a phone number; include the area code."}) from error
+    settings_row = SmsSettings.objects.filter(endpoint=visit.endpoint).select_related("phone_number").first()
+    blocker = sending_blocker(visit.tenant, settings_row)
+    if blocker:
+        raise ValidationError(f"Texts cannot be sent for this visit: {blocker} Copy the link instead.")
+    hashed = number_hash(number)
+    if number_is_opted_out(visit.tenant, hashed):
+        raise ValidationError(
+            "This number has opted out of texts from your organization. Copy the link instead."
+        )
+    body = render(
+        template_for(settings_row.templates, settings_row.default_language, "guest_invite"),
+        organization=visit.tenant.name,
+        link=link,
+    )
+    try:
+        with transaction.atomic():
+            message = OutboundMessage.objects.create(
+                tenant=visit.tenant,
+                phone_number=settings_row.phone_number,
+                kind="guest_invite",
+                to=number,
+                to_last_four=last_four(number),
+                to_hash=hashed,
+                body=body,
+                dedupe_key=f"guest_invite:{invite.participant_id}:{hashed}",
+            )
+    except IntegrityError as error:
+        raise ValidationError("This link was already sent to that number.") from error
+    transaction.on_commit(lambda: async_task("sms.tasks.messages_dispatch"))
+    return message

@@ -1,0 +1,90 @@
+"""Background tasks of the SMS app. Each takes primary keys, scopes to the tenant and calls one service."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from sms.models import NumberState, PhoneNumber, TollFreeVerification
+from tenants.scoping import all_tenants, tenant_scope
+
+logger = logging.getLogger(__name__)
+
+STALLED_REQUEST = timedelta(minutes=30)  # a requested row this old has no task left to run it
+
+
+def phone_number_provision(phone_number_pk: int) -> str:
+    """Search and buy the number of one request. A temporary provider error is raised, so django-q retries."""
+    from sms.services.numbers import phone_number_provision as provision
+
+    with all_tenants():
+        number = PhoneNumber.objects.select_related("tenant").filter(pk=phone_number_pk).first()
+    if number is None:
+        return "gone"
+    with tenant_scope(number.tenant):
+        number = provision(phone_number=number)
+    return number.state
+
+
+def phone_number_refresh_verifications() -> int:
+    """Scheduled hourly: ask the provider about every pending toll-free verification. Returns how many changed."""
+    from sms.backends import SmsError
+    from sms.services.numbers import phone_number_refresh_verification as refresh
+
+    with all_tenants():
+        pending = list(
+            PhoneNumber.objects.select_related("tenant")
+            .filter(state=NumberState.ACTIVE, toll_free=True, verification=TollFreeVerification.PENDING)
+            .order_by("pk")
+        )
+    changed = 0
+    for number in pending:
+        with tenant_scope(number.tenant):
+            try:
+                refreshed = refresh(phone_number=number)
+            except SmsError as error:
+                # One number's failure must not hold up the others; the next run asks again.
+                logger.warning("verification of phone number %s not refreshed: %s", number.pk, error.message)
+                continue
+        changed += refreshed.verification != TollFreeVerification.PENDING
+    return changed
+
+
+def phone_numbers_provision_stalled() -> int:
+    """Scheduled: queue requests that have no task left (retries used up, or a worker died mid-purchase)."""
+    from django_q.tasks import async_task
+
+    from sms.services.numbers import STALE_CLAIM
+
+    now = timezone.now()
+    with all_tenants():
+        stalled = list(
+            PhoneNumber.objects.filter(
+                Q(state=NumberState.REQUESTED, updated_at__lt=now - STALLED_REQUEST)
+                | Q(state=NumberState.PROVISIONING, updated_at__lt=now - STALE_CLAIM)
+            )
+            .order_by("updated_at")
+            .values_list("pk", flat=True)[:100]
+        )
+    for pk in stalled:
+        async_task("sms.tasks.phone_number_provision", pk)
+    return len(stalled)
+
+
+def messages_dispatch() -> dict:
+    """Scheduled every minute, and queued after new texts: send everything that is due."""
+    from sms.services.dispatch import messages_dispatch as dispatch
+
+    result = dispatch()
+    return {"claimed": result.claimed, "sent": result.sent, "retried": result.retried, "failed": result.failed}
+
+
+def appointment_phones_purge() -> int:
+    """Scheduled hourly: forget patients' numbers once their visit is over plus the grace period."""
+    from sms.services.appointments import appointment_phones_purge as purge
+
+    with all_tenants():
+        return purge()

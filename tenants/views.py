@@ -1,0 +1,206 @@
+"""Sign-in, access requests, the organization switcher and API tokens in the portal."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from django_ratelimit.decorators import ratelimit
+
+from connector.forms import add_service_errors
+from tenants import services
+from tenants.auth_pipeline import REFUSAL_SESSION_KEY
+from tenants.forms import AccessRequestForm, ApiTokenForm
+from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
+from tenants.models import AccessRequest, ApiToken, Membership, Role
+from tenants.selectors import demo_memberships
+
+logger = logging.getLogger(__name__)
+
+DEMO_USERNAME_PREFIX = "demo-"
+ISSUED_TOKEN_SESSION_KEY = "issued_api_token"
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("tenants:sign-in")
+    return redirect("tenants:portal-home")
+
+
+@ratelimit(key="ip", rate=lambda g, r: settings.SIGN_IN_RATE, method="POST", block=True)
+def sign_in(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated and request.method == "GET":
+        return redirect("tenants:portal-home")
+    demo_users = []
+    if settings.DEMO_SIGN_IN:
+        demo_users = _demo_users()
+    return render(
+        request,
+        "tenants/sign_in.html",
+        {
+            "demo_users": demo_users,
+            "session_expired": request.GET.get("expired") == "1",
+            "next": request.GET.get("next", ""),
+        },
+    )
+
+
+def _demo_users() -> list[dict]:
+    rows = []
+    for membership in demo_memberships():
+        rows.append(
+            {
+                "username": membership.user.username,
+                "role": membership.get_role_display(),
+                "organization": membership.tenant.name,
+            }
+        )
+    return rows
+
+
+@require_POST
+@ratelimit(key="ip", rate=lambda g, r: settings.SIGN_IN_RATE, method="POST", block=True)
+def demo_sign_in(request: HttpRequest) -> HttpResponse:
+    """The clearly labelled local sign-in of the demo; off whenever Entra ID is configured."""
+    if not settings.DEMO_SIGN_IN:
+        raise Http404("Demo sign-in is off.")
+    username = request.POST.get("username", "")
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None or not username.startswith(DEMO_USERNAME_PREFIX):
+        messages.error(request, "That is not one of the demo users.")
+        return redirect("tenants:sign-in")
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    logger.info("demo sign-in as user %s", user.pk)
+    next_url = request.POST.get("next", "")
+    if next_url and url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        return redirect(next_url)
+    return redirect("tenants:portal-home")
+
+
+def sign_in_refused(request: HttpRequest) -> HttpResponse:
+    refusal = request.session.get(REFUSAL_SESSION_KEY)
+    if not refusal:
+        return redirect("tenants:sign-in")
+    return render(request, "tenants/sign_in_refused.html", {"refusal": refusal}, status=403)
+
+
+def access_request_new(request: HttpRequest) -> HttpResponse:
+    """The "request access" step: open to a signed-in user or to someone whose
+    Microsoft sign-in was just refused (their verified identity is in the session)."""
+    refusal = request.session.get(REFUSAL_SESSION_KEY) or {}
+    if not request.user.is_authenticated and not refusal.get("email"):
+        messages.info(request, "Sign in with your Microsoft work account first; we then know who asks.")
+        return redirect("tenants:sign-in")
+    initial = {
+        "microsoft_tenant_id": refusal.get("tid", ""),
+        "organization_name": refusal.get("organization", ""),
+    }
+    form = AccessRequestForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if request.user.is_authenticated:
+            requester = {
+                "requested_by": request.user,
+                "requester_email": request.user.email or data["requester_email"],
+            }
+        else:
+            requester = {
+                "requested_by": None,
+                "requester_email": refusal["email"],
+                "requester_subject": refusal.get("subject", ""),
+            }
+            # The tenant ID was verified by Microsoft at sign-in: do not let it be changed.
+            data["microsoft_tenant_id"] = refusal.get("tid") or data["microsoft_tenant_id"]
+        if not requester["requester_email"]:
+            form.add_error("requester_email", "Give an email address we can answer to.")
+        else:
+            try:
+                access_request = services.access_request_create(
+                    organization_name=data["organization_name"],
+                    microsoft_tenant_id=data["microsoft_tenant_id"],
+                    ehr_vendor=data["ehr_vendor"],
+                    data_region=data["data_region"],
+                    technical_contact_email=data["technical_contact_email"],
+                    **requester,
+                )
+            except ValidationError as error:
+                add_service_errors(form, error)
+            else:
+                messages.success(request, "Your request was sent. Keep the link of this page to follow it.")
+                return redirect("tenants:access-request-status", status_token=access_request.status_token)
+    return render(
+        request,
+        "tenants/access_request_form.html",
+        {"form": form, "tenant_id_locked": bool(refusal.get("tid"))},
+    )
+
+
+def access_request_status(request: HttpRequest, status_token: str) -> HttpResponse:
+    access_request = get_object_or_404(AccessRequest, status_token=status_token)
+    return render(request, "tenants/access_request_status.html", {"access_request": access_request})
+
+
+@login_required
+def portal_home(request: HttpRequest) -> HttpResponse:
+    if request.tenant is None:
+        return render(request, "tenants/no_membership.html", status=403)
+    return render(request, "tenants/portal_home.html", {})
+
+
+@login_required
+@require_POST
+def switch_tenant(request: HttpRequest) -> HttpResponse:
+    wanted = request.POST.get("tenant", "")
+    membership = next((m for m in request.memberships if str(m.tenant_id) == wanted), None)
+    if membership is None:
+        raise Http404("You are not a member of that organization.")
+    request.session[ACTIVE_TENANT_SESSION_KEY] = membership.tenant_id
+    messages.info(request, f"You are now working in {membership.tenant.name}.")
+    return redirect("tenants:portal-home")
+
+
+def _require_role(request: HttpRequest, *roles: str) -> None:
+    if request.membership is None or request.membership.role not in roles:
+        raise PermissionDenied("Your role in this organization does not allow this page.")
+
+
+@login_required
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    _require_role(request, Role.ADMINISTRATOR)
+    form = ApiTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        issued = services.api_token_create(
+            tenant=request.tenant, created_by=request.user, **form.cleaned_data
+        )
+        # Post/redirect/get: a reload must not make a second token. The secret
+        # rides in the session for exactly one page view.
+        request.session[ISSUED_TOKEN_SESSION_KEY] = {"raw": issued.raw, "pk": issued.token.pk}
+        return redirect("tenants:api-tokens")
+    issued = request.session.pop(ISSUED_TOKEN_SESSION_KEY, None)
+    tokens = ApiToken.objects.select_related("created_by").order_by("-created_at")
+    return render(request, "tenants/api_tokens.html", {"form": form, "tokens": tokens, "issued": issued})
+
+
+@login_required
+@require_POST
+def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_role(request, Role.ADMINISTRATOR)
+    token = get_object_or_404(ApiToken, pk=pk)
+    services.api_token_revoke(token=token)
+    messages.success(request, f"Token {token.name} was revoked; calls with it now fail.")
+    return redirect("tenants:api-tokens")
+
+
+@login_required
+def members(request: HttpRequest) -> HttpResponse:
+    _require_role(request, Role.ADMINISTRATOR, Role.EHR_APPROVER)
+    rows = Membership.objects.select_related("user").order_by("user__username")
+    return render(request, "tenants/members.html", {"members": rows})

@@ -1,0 +1,1 @@
+"""Helpers shared by several test modules (servers, fakes); no tests live here."""
