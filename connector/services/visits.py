@@ -196,10 +196,14 @@ def event_record(
     """Store an event once (idempotent on `event_id`), then bring the visit's figures up to date.
 
     Events may arrive late or out of order: the figures are recomputed from all
-    events every time, so arrival order never matters.
+    events every time, so arrival order never matters. The event and the figures
+    commit together, under a lock on the visit: two events arriving at once are
+    recomputed one after the other, so the later recompute always sees both and
+    nobody ever reads an event whose figures are not in yet.
     """
     try:
         with transaction.atomic():
+            list(Visit.objects.select_for_update().filter(pk=visit.pk).values_list("pk", flat=True))
             event = VisitEvent.objects.create(
                 tenant=visit.tenant,
                 visit=visit,
@@ -211,9 +215,9 @@ def event_record(
                 source=source,
                 data=data or {},
             )
+            visit_recompute(visit=visit)
     except IntegrityError:
         return VisitEvent.objects.get(event_id=event_id), False
-    visit_recompute(visit=visit)
     from connector.services.write_back import write_back_queue_for_event
 
     write_back_queue_for_event(event=event)
