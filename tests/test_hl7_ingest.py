@@ -575,10 +575,7 @@ def test_ingest_url_is_the_one_the_integration_record_shows(org_a):
 def test_the_same_message_arriving_twice_at_once_is_applied_once(org_a):
     import threading
 
-    from django.db import connection, connections
-
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent deliveries need PostgreSQL (the in-memory SQLite test database locks tables)")
+    from django.db import connections
 
     feed = set_up_feed(org_a)
     body = fixture("epic_siu_s12_v251.hl7")
