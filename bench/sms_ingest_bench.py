@@ -36,10 +36,17 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 # Persistent database connections, as in production: with 0 every request (and
 # django-q's enqueue on commit) opens a new PostgreSQL connection.
 os.environ.setdefault("DB_CONN_MAX_AGE", "600")
+# A field-encryption key of its own, as production has (phone numbers are encrypted).
+os.environ.setdefault("FIELD_ENCRYPTION_KEYS", __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())
 
 import django  # noqa: E402
 
 django.setup()
+
+from django.conf import settings  # noqa: E402
+
+# As in production: no query log kept per request (DEBUG adds a cost to every query).
+settings.DEBUG = False
 
 import hl7  # noqa: E402
 from django.db import connection  # noqa: E402

@@ -416,3 +416,13 @@ def _fresh_sms_outbox():
     sms_locmem.reset()
     yield
     sms_locmem.reset()
+
+
+@pytest.fixture(autouse=True)
+def _forget_feed_setup():
+    """The scheduling feed keeps each organization's setup in memory for a few seconds: not across tests."""
+    from sms.hl7.feed_setup import feed_setup_forget
+
+    feed_setup_forget()
+    yield
+    feed_setup_forget()

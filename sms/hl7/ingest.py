@@ -7,7 +7,9 @@ Order of checks, and why:
    certificate over MLLP. Nothing from an unauthenticated sender is parsed or stored;
 3. parsing: no MSH at all (400, no ACK possible); unsupported type (AR);
    malformed content (AE);
-4. the endpoint: the organization's usable FHIR endpoint of that environment (AR if none);
+4. the endpoint: the organization's usable FHIR endpoint of that environment (AR if none).
+   The certificate, endpoint, SMS settings and consent come from `feed_setup`, which
+   each process keeps for a few seconds (see sms/hl7/feed_setup.py for why that is safe);
 5. in one transaction, the processing record (unique on sender and MSH-10) and then
    `appointment_apply`: a message already answered AA or AR gets the same answer
    again without being applied; otherwise AA, or AE if applying fails.
@@ -24,8 +26,8 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from connector.models import EndpointStatus, FhirEndpoint
 from sms.hl7.ack import ACCEPT, ERROR, REJECT, ack_build
+from sms.hl7.feed_setup import FeedSetup, feed_setup
 from sms.hl7.parse import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
@@ -123,23 +125,6 @@ def _authenticate(
     return ""
 
 
-def endpoint_for_feed(tenant: Tenant, environment: str) -> FhirEndpoint | None:
-    """The endpoint a feed's appointments belong to: the first usable one with SMS settings, else the first usable."""
-    usable = list(
-        FhirEndpoint.objects.filter(
-            tenant=tenant,
-            environment=environment,
-            status__in=[EndpointStatus.APPROVED, EndpointStatus.VALIDATED],
-        )
-        .select_related("sms_settings")  # one query; a reverse one-to-one joins
-        .order_by("pk")[:20]
-    )
-    for endpoint in usable:
-        if getattr(endpoint, "sms_settings", None) is not None:
-            return endpoint
-    return usable[0] if usable else None
-
-
 def ingest_message(
     *,
     tenant: Tenant,
@@ -161,18 +146,22 @@ def ingest_message(
     if len(body) > max_body_bytes():
         return _refuse(413, f"the message is larger than {max_body_bytes()} bytes")
     with tenant_scope(tenant):
-        certificate = SigningCertificate.objects.filter(
-            tenant=tenant, environment=environment, active=True
-        ).first()
-        refused = _authenticate(certificate=certificate, body=body, signature=signature, via=via, peer=peer)
+        setup = feed_setup(tenant, environment)
+        refused = _authenticate(
+            certificate=setup.certificate, body=body, signature=signature, via=via, peer=peer
+        )
+        if refused and setup.kept:
+            # The certificate may have been replaced in another process since it was read.
+            setup = feed_setup(tenant, environment, fresh=True)
+            refused = _authenticate(
+                certificate=setup.certificate, body=body, signature=signature, via=via, peer=peer
+            )
         if refused:
             logger.warning(
                 "hl7 %s message refused for tenant %s (%s): %s", via, tenant.pk, environment, refused
             )
             return _refuse(401, refused)
-        endpoint = endpoint_for_feed(tenant, environment)
-        if endpoint is not None:
-            endpoint.tenant = tenant  # already loaded: appointment_apply reads it
+        endpoint = setup.endpoint
         zone = endpoint.time_zone if endpoint else "UTC"
         try:
             parsed = scheduling_parse(body, time_zone=zone)
@@ -203,7 +192,7 @@ def ingest_message(
                 "hl7 %s %s for tenant %s: %s", envelope.message_type, envelope.control_id, tenant.pk, reason
             )
             return _answer(parsed, REJECT, reason=reason, error_code=APPLICATION_INTERNAL_ERROR)
-        return _apply(tenant, endpoint, parsed)
+        return _apply(tenant, setup, parsed)
 
 
 def _note(parsed: ParsedMessage) -> str:
@@ -244,7 +233,7 @@ def _repeat(parsed: ParsedMessage, done: ProcessedMessage) -> IngestResult:
     return replace(result, duplicate=True)
 
 
-def _apply(tenant: Tenant, endpoint: FhirEndpoint, parsed: ParsedMessage) -> IngestResult:
+def _apply(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage) -> IngestResult:
     envelope = parsed.envelope
     try:
         with transaction.atomic():
@@ -259,7 +248,12 @@ def _apply(tenant: Tenant, endpoint: FhirEndpoint, parsed: ParsedMessage) -> Ing
                 ack_code=ACCEPT,
                 ack_text=_note(parsed),
             )
-            applied = appointment_apply(endpoint=endpoint, message=parsed.scheduling)
+            applied = appointment_apply(
+                endpoint=setup.endpoint,
+                message=parsed.scheduling,
+                sms_settings=setup.sms_settings,
+                consent=setup.consent,
+            )
             if applied.note:
                 record.ack_text = "; ".join(filter(None, [applied.note, record.ack_text]))[:500]
                 record.save(update_fields=["ack_text"])

@@ -8,16 +8,13 @@ other than the ACK are plain text, for the interface engineer reading them.
 
 from __future__ import annotations
 
-import uuid
-
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connector.models import Environment
+from sms.hl7.feed_setup import feed_tenant
 from sms.hl7.ingest import HL7_CONTENT_TYPE, HTTP, ingest_message, max_body_bytes
-from tenants.models import Tenant, TenantStatus
-from tenants.scoping import all_tenants
 
 SIGNATURE_HEADER = "X-HL7-Signature"
 
@@ -26,19 +23,10 @@ def _text(status: int, message: str) -> HttpResponse:
     return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
 
 
-def _tenant(tenant_id: str) -> Tenant | None:
-    try:
-        normalized = str(uuid.UUID(tenant_id))
-    except ValueError:
-        return None
-    with all_tenants():
-        return Tenant.objects.filter(microsoft_tenant_id=normalized, status=TenantStatus.ENABLED).first()
-
-
 @csrf_exempt  # machine-to-machine: the signature, not a cookie, authenticates
 @require_POST
 def ingest(request: HttpRequest, tenant_id: str, environment: str) -> HttpResponse:
-    tenant = _tenant(tenant_id) if environment in Environment.values else None
+    tenant = feed_tenant(tenant_id) if environment in Environment.values else None
     if tenant is None:
         return _text(404, "unknown ingest URL: copy it from the SMS configuration record in the portal")
     limit = max_body_bytes()

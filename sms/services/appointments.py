@@ -76,21 +76,45 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def appointment_apply(*, endpoint: FhirEndpoint, message: SchedulingMessage) -> AppliedMessage:
-    """Apply one scheduling message. Out-of-order messages never undo newer state."""
+_UNREAD = object()
+
+
+def appointment_apply(
+    *,
+    endpoint: FhirEndpoint,
+    message: SchedulingMessage,
+    sms_settings: SmsSettings | None | object = _UNREAD,
+    consent: SmsConsent | None | object = _UNREAD,
+) -> AppliedMessage:
+    """Apply one scheduling message. Out-of-order messages never undo newer state.
+
+    `sms_settings` (the endpoint's, with its phone number) and `consent` are read
+    here unless the caller already has them (the feed does: see sms/hl7/feed_setup.py).
+    """
     if message.event not in SUPPORTED_EVENTS:
         raise ValueError(f"unsupported event {message.event}")
     tenant = endpoint.tenant
-    with transaction.atomic():
-        appointment = (
-            Appointment.objects.select_for_update()
-            .filter(sending_facility=message.sending_facility, external_id=message.external_id)
-            .first()
+    # No savepoint when the caller's transaction is open (the feed's is): a failure
+    # here rolls back the caller's work too, which is what the feed wants.
+    with transaction.atomic(savepoint=False):
+        appointment = next(
+            iter(
+                Appointment.objects.select_for_update().filter(
+                    sending_facility=message.sending_facility, external_id=message.external_id
+                )[:1]  # unique: no ORDER BY needed, unlike first()
+            ),
+            None,
         )
         if appointment is not None and message.message_time < appointment.state_as_of:
             logger.info("appointment %s: message older than stored state ignored", appointment.pk)
             return AppliedMessage(appointment, False, [], "older than the state already stored; not applied")
         previous_start = appointment.start if appointment else None
+        if appointment is not None:
+            appointment.tenant = tenant  # the same row, already loaded: no query when read
+            if appointment.endpoint_id == endpoint.pk:
+                appointment.endpoint = endpoint
+            else:
+                sms_settings = _UNREAD  # the settings of the appointment's own endpoint apply
         if appointment is None:
             appointment = Appointment(
                 tenant=tenant,
@@ -113,7 +137,7 @@ def appointment_apply(*, endpoint: FhirEndpoint, message: SchedulingMessage) -> 
         # Two messages for a new appointment at once: the loser's insert fails on the
         # unique constraint, the ingest answers AE, and the EHR resends it.
         appointment.save()
-        scheduled = _schedule_texts(appointment, message.event, previous_start)
+        scheduled = _schedule_texts(appointment, message.event, previous_start, sms_settings, consent)
         if any(m.send_at <= timezone.now() for m in scheduled):
             _queue_dispatch_soon()
     return AppliedMessage(appointment, True, scheduled)
@@ -144,7 +168,7 @@ def _cancel_pending(appointment: Appointment, kinds: list[str]) -> int:
 
 
 def _schedule_texts(
-    appointment: Appointment, event: str, previous_start: datetime | None
+    appointment: Appointment, event: str, previous_start: datetime | None, settings_row, consent
 ) -> list[OutboundMessage]:
     now = timezone.now()
     if event in (CANCEL, DELETE, NO_SHOW):
@@ -153,10 +177,12 @@ def _schedule_texts(
         _cancel_pending(appointment, [MessageKind.REMINDER])
     if appointment.start <= now:
         return []  # nothing is sent for an appointment in the past
-    settings_row = (
-        SmsSettings.objects.filter(endpoint=appointment.endpoint).select_related("phone_number").first()
-    )
-    consent = SmsConsent.objects.filter(tenant=appointment.tenant).first()
+    if settings_row is _UNREAD:
+        settings_row = (
+            SmsSettings.objects.filter(endpoint=appointment.endpoint).select_related("phone_number").first()
+        )
+    if consent is _UNREAD:
+        consent = SmsConsent.objects.filter(tenant=appointment.tenant).first()
     if (
         settings_row is None
         or sending_blocker(appointment.tenant, settings_row, consent)

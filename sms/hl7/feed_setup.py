@@ -1,0 +1,162 @@
+"""What the scheduling feed needs to know about an organization's setup, read once and kept briefly.
+
+Every message needs the organization, its active signing certificate for the
+environment, the FHIR endpoint its appointments belong to (with that endpoint's
+SMS settings and phone number) and the organization's SMS consent. Read for each
+message, these five lookups cost more than parsing and storing the message
+itself; they change a few times a year. So each worker process keeps what it
+read for `HL7_FEED_SETUP_CACHE_SECONDS` (10 s by default; 0 turns keeping off),
+under three rules that keep it safe:
+
+- only a complete setup is kept (certificate, ready endpoint, SMS settings with
+  an active number, both consents). Anything missing is read again on the next
+  message, so finishing the setup in the portal takes effect at once;
+- a sender refused against a kept certificate is checked once more against a
+  fresh read (see `ingest_message`), so an uploaded replacement works at once;
+- saving or deleting any of these rows in this process forgets everything kept,
+  so the portal and admin of a single-process deployment, and the tests, never
+  see a stale setup.
+
+A change made in another process (a suspended organization, a withdrawn
+certificate, other SMS settings) reaches this one within the TTL. Sending does
+not rely on what was kept here: the dispatcher checks consent, the number and
+opt-outs again when it sends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+
+from connector.models import EndpointStatus, FhirEndpoint
+from sms.models import NumberState, PhoneNumber, SigningCertificate, SmsConsent, SmsSettings
+from tenants.models import Tenant, TenantStatus
+from tenants.scoping import all_tenants
+
+DEFAULT_CACHE_SECONDS = 10.0
+# Most endpoints an organization's feed is matched against (see `_feed_endpoint`).
+MAX_ENDPOINTS = 20
+
+
+@dataclass(frozen=True)
+class FeedSetup:
+    tenant: Tenant
+    environment: str
+    certificate: SigningCertificate | None
+    endpoint: FhirEndpoint | None  # the endpoint the feed's appointments belong to
+    sms_settings: SmsSettings | None  # that endpoint's, with its phone number loaded
+    consent: SmsConsent | None
+    kept: bool = False  # True when this came from the process's memory, not the database
+
+    @property
+    def complete(self) -> bool:
+        number: PhoneNumber | None = self.sms_settings.phone_number if self.sms_settings else None
+        return bool(
+            self.certificate
+            and self.endpoint
+            and number is not None
+            and number.state == NumberState.ACTIVE
+            and self.consent is not None
+            and self.consent.complete
+        )
+
+
+_lock = threading.Lock()
+_tenants: dict[str, tuple[float, Tenant]] = {}
+_setups: dict[tuple[int, str], tuple[float, FeedSetup]] = {}
+
+
+def _cache_seconds() -> float:
+    return float(getattr(settings, "HL7_FEED_SETUP_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+
+
+def _kept(store: dict, key):
+    with _lock:
+        entry = store.get(key)
+    if entry is None or time.monotonic() - entry[0] >= _cache_seconds():
+        return None
+    return entry[1]
+
+
+def _keep(store: dict, key, value) -> None:
+    if _cache_seconds() > 0:
+        with _lock:
+            store[key] = (time.monotonic(), value)
+
+
+def feed_setup_forget(**_signal_kwargs) -> None:
+    """Drop everything kept (a setup row changed in this process; tests)."""
+    with _lock:
+        _tenants.clear()
+        _setups.clear()
+
+
+def feed_tenant(microsoft_tenant_id: str) -> Tenant | None:
+    """The enabled organization with this Microsoft 365 tenant ID (any spelling of the GUID), or None."""
+    try:
+        normalized = str(uuid.UUID(microsoft_tenant_id))
+    except ValueError:
+        return None
+    tenant = _kept(_tenants, normalized)
+    if tenant is None:
+        with all_tenants():
+            tenant = Tenant.objects.filter(
+                microsoft_tenant_id=normalized, status=TenantStatus.ENABLED
+            ).first()
+        if tenant is not None:
+            _keep(_tenants, normalized, tenant)
+    return tenant
+
+
+def feed_setup(tenant: Tenant, environment: str, *, fresh: bool = False) -> FeedSetup:
+    """The setup the feed of `tenant` and `environment` works with; call inside the tenant's scope."""
+    key = (tenant.pk, environment)
+    if not fresh:
+        kept = _kept(_setups, key)
+        if kept is not None:
+            return kept
+    endpoint = _feed_endpoint(tenant, environment)
+    sms_settings = getattr(endpoint, "sms_settings", None) if endpoint else None
+    setup = FeedSetup(
+        tenant=tenant,
+        environment=environment,
+        certificate=SigningCertificate.objects.filter(
+            tenant=tenant, environment=environment, active=True
+        ).first(),
+        endpoint=endpoint,
+        sms_settings=sms_settings,
+        consent=SmsConsent.objects.filter(tenant=tenant).first(),
+    )
+    if setup.complete:
+        _keep(_setups, key, replace(setup, kept=True))
+    return setup
+
+
+def _feed_endpoint(tenant: Tenant, environment: str) -> FhirEndpoint | None:
+    """The first usable endpoint of the environment with SMS settings, else the first usable one."""
+    usable = list(
+        FhirEndpoint.objects.filter(
+            tenant=tenant,
+            environment=environment,
+            status__in=[EndpointStatus.APPROVED, EndpointStatus.VALIDATED],
+        )
+        .select_related("sms_settings__phone_number")  # one query: the reverse one-to-one joins
+        .order_by("pk")[:MAX_ENDPOINTS]
+    )
+    for endpoint in usable:
+        endpoint.tenant = tenant  # already loaded; saves a query wherever the endpoint's tenant is read
+        if getattr(endpoint, "sms_settings", None) is not None:
+            return endpoint
+    return usable[0] if usable else None
+
+
+for _model in (Tenant, SigningCertificate, FhirEndpoint, SmsSettings, PhoneNumber, SmsConsent):
+    post_save.connect(feed_setup_forget, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-saved")
+    post_delete.connect(
+        feed_setup_forget, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-deleted"
+    )
