@@ -17,6 +17,13 @@ under three rules that keep it safe:
   so the portal and admin of a single-process deployment, and the tests, never
   see a stale setup.
 
+Opt-outs are kept the same way, as the set of the organization's opted-out
+numbers (keyed hashes), and only to save a query per message: a number found in
+the set is checked again in the database (it may have opted back in), and one
+not in it is trusted, because nothing relies on that answer to keep a text from
+an opted-out number: STOP cancels the texts already scheduled and the dispatcher
+checks every text against the opt-outs when it sends.
+
 A change made in another process (a suspended organization, a withdrawn
 certificate, other SMS settings) reaches this one within the TTL. Sending does
 not rely on what was kept here: the dispatcher checks consent, the number and
@@ -34,13 +41,17 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 
 from connector.models import EndpointStatus, FhirEndpoint
-from sms.models import NumberState, PhoneNumber, SigningCertificate, SmsConsent, SmsSettings
+from sms.models import NumberState, OptOut, PhoneNumber, SigningCertificate, SmsConsent, SmsSettings
+from sms.selectors import number_is_opted_out
 from tenants.models import Tenant, TenantStatus
 from tenants.scoping import all_tenants
 
 DEFAULT_CACHE_SECONDS = 10.0
 # Most endpoints an organization's feed is matched against (see `_feed_endpoint`).
 MAX_ENDPOINTS = 20
+# Beyond this many opted-out numbers an organization's set is not kept: one query per message instead.
+MAX_KEPT_OPT_OUTS = 20_000
+_TOO_MANY = frozenset({"(too many to keep)"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class FeedSetup:
 _lock = threading.Lock()
 _tenants: dict[str, tuple[float, Tenant]] = {}
 _setups: dict[tuple[int, str], tuple[float, FeedSetup]] = {}
+_opt_outs: dict[int, tuple[float, frozenset[str]]] = {}
 
 
 def _cache_seconds() -> float:
@@ -94,6 +106,7 @@ def feed_setup_forget(**_signal_kwargs) -> None:
     with _lock:
         _tenants.clear()
         _setups.clear()
+        _opt_outs.clear()
 
 
 def feed_tenant(microsoft_tenant_id: str) -> Tenant | None:
@@ -137,6 +150,22 @@ def feed_setup(tenant: Tenant, environment: str, *, fresh: bool = False) -> Feed
     return setup
 
 
+def feed_number_opted_out(tenant: Tenant, hashed_number: str) -> bool:
+    """Whether the number (its keyed hash) opted out of the organization's texts; inside the tenant's scope."""
+    kept = _kept(_opt_outs, tenant.pk)
+    if kept is None:
+        hashes = list(
+            OptOut.objects.filter(tenant=tenant, active=True).values_list("number_hash", flat=True)[
+                : MAX_KEPT_OPT_OUTS + 1
+            ]
+        )
+        kept = _TOO_MANY if len(hashes) > MAX_KEPT_OPT_OUTS else frozenset(hashes)
+        _keep(_opt_outs, tenant.pk, kept)
+    if kept is _TOO_MANY or hashed_number in kept:
+        return number_is_opted_out(tenant, hashed_number)  # read fresh: it may have opted back in
+    return False
+
+
 def _feed_endpoint(tenant: Tenant, environment: str) -> FhirEndpoint | None:
     """The first usable endpoint of the environment with SMS settings, else the first usable one."""
     usable = list(
@@ -155,7 +184,7 @@ def _feed_endpoint(tenant: Tenant, environment: str) -> FhirEndpoint | None:
     return usable[0] if usable else None
 
 
-for _model in (Tenant, SigningCertificate, FhirEndpoint, SmsSettings, PhoneNumber, SmsConsent):
+for _model in (Tenant, SigningCertificate, FhirEndpoint, SmsSettings, PhoneNumber, SmsConsent, OptOut):
     post_save.connect(feed_setup_forget, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-saved")
     post_delete.connect(
         feed_setup_forget, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-deleted"

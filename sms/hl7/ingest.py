@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from sms.hl7.ack import ACCEPT, ERROR, REJECT, ack_build
-from sms.hl7.feed_setup import FeedSetup, feed_setup
+from sms.hl7.feed_setup import FeedSetup, feed_number_opted_out, feed_setup
 from sms.hl7.parse import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
@@ -253,6 +253,7 @@ def _apply(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage) -> IngestRes
                 message=parsed.scheduling,
                 sms_settings=setup.sms_settings,
                 consent=setup.consent,
+                is_opted_out=feed_number_opted_out,
             )
             if applied.note:
                 record.ack_text = "; ".join(filter(None, [applied.note, record.ack_text]))[:500]

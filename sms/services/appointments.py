@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,7 @@ from sms.models import (
 from sms.phones import last_four, number_hash
 from sms.scheduling import nearest_allowed, reminder_times
 from sms.selectors import number_is_opted_out, sending_blocker
+from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +87,13 @@ def appointment_apply(
     message: SchedulingMessage,
     sms_settings: SmsSettings | None | object = _UNREAD,
     consent: SmsConsent | None | object = _UNREAD,
+    is_opted_out: Callable[[Tenant, str], bool] = number_is_opted_out,
 ) -> AppliedMessage:
     """Apply one scheduling message. Out-of-order messages never undo newer state.
 
     `sms_settings` (the endpoint's, with its phone number) and `consent` are read
-    here unless the caller already has them (the feed does: see sms/hl7/feed_setup.py).
+    here unless the caller already has them, and `is_opted_out` may answer from
+    what the caller keeps (the feed does both: see sms/hl7/feed_setup.py).
     """
     if message.event not in SUPPORTED_EVENTS:
         raise ValueError(f"unsupported event {message.event}")
@@ -137,7 +141,9 @@ def appointment_apply(
         # Two messages for a new appointment at once: the loser's insert fails on the
         # unique constraint, the ingest answers AE, and the EHR resends it.
         appointment.save()
-        scheduled = _schedule_texts(appointment, message.event, previous_start, sms_settings, consent)
+        scheduled = _schedule_texts(
+            appointment, message.event, previous_start, sms_settings, consent, is_opted_out
+        )
         if any(m.send_at <= timezone.now() for m in scheduled):
             _queue_dispatch_soon()
     return AppliedMessage(appointment, True, scheduled)
@@ -168,7 +174,12 @@ def _cancel_pending(appointment: Appointment, kinds: list[str]) -> int:
 
 
 def _schedule_texts(
-    appointment: Appointment, event: str, previous_start: datetime | None, settings_row, consent
+    appointment: Appointment,
+    event: str,
+    previous_start: datetime | None,
+    settings_row,
+    consent,
+    is_opted_out: Callable[[Tenant, str], bool],
 ) -> list[OutboundMessage]:
     now = timezone.now()
     if event in (CANCEL, DELETE, NO_SHOW):
@@ -190,7 +201,7 @@ def _schedule_texts(
     ):
         return []
     hashed = number_hash(appointment.phone)
-    if number_is_opted_out(appointment.tenant, hashed):
+    if is_opted_out(appointment.tenant, hashed):
         return []
     zone = _zone(appointment.time_zone)
     wanted = []  # (kind, when, dedupe key)
