@@ -224,11 +224,13 @@ def browser():
 @pytest.fixture
 def page(browser):
     """A fresh browser context (no cookies) and page for one test."""
+    from tests.support.browser import close_contexts
+
     context = browser.new_context()
     context.set_default_timeout(10_000)
     new_page = context.new_page()
     yield new_page
-    context.close()
+    close_contexts([context])
 
 
 # --- Microsoft Entra ID, faked at the HTTP edge -----------------------------------------

@@ -39,6 +39,7 @@ from connector.services.endpoints import endpoint_create, endpoint_validate
 from tenants.models import Role
 from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import CHROMIUM_ARGS, CHROMIUM_PATH, make_member
+from tests.support.browser import pages_from
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -58,17 +59,7 @@ def media_browser(browser: Browser) -> Iterator[Browser]:
 @pytest.fixture
 def new_page(media_browser: Browser) -> Iterator[Callable[[], Page]]:
     """new_page() -> a page in its own browser context: its own cookies, as another person's browser."""
-    contexts = []
-
-    def make() -> Page:
-        context = media_browser.new_context()
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
+    yield from pages_from(media_browser, timeout_ms=15_000)
 
 
 @pytest.fixture

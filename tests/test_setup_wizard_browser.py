@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
 from connector import tasks
 from connector.models import EndpointStatus, FhirEndpoint, RecordKind
@@ -22,6 +22,7 @@ from connector.services import endpoints as endpoint_services
 from tenants.models import Role
 from tenants.scoping import tenant_scope
 from tests.conftest import make_member
+from tests.support.browser import pages_from
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -44,17 +45,7 @@ def origin(settings, live_server) -> str:
 @pytest.fixture
 def new_page(browser):
     """new_page() -> a page in a fresh browser context (its own cookies) that may use the clipboard."""
-    contexts: list[BrowserContext] = []
-
-    def make() -> Page:
-        context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
+    yield from pages_from(browser, timeout_ms=10_000, permissions=["clipboard-read", "clipboard-write"])
 
 
 def sign_in(page: Page, origin: str, username: str) -> None:

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from connector.models import EndpointStatus, FhirEndpoint
 from connector.services.endpoints import endpoint_create
@@ -40,6 +40,7 @@ from sms.texts import segment_count
 from tenants.models import Role, Tenant
 from tenants.scoping import tenant_scope
 from tests.conftest import make_member
+from tests.support.browser import pages_from
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -77,17 +78,7 @@ def endpoint(org_a: Tenant) -> FhirEndpoint:
 @pytest.fixture
 def new_page(browser: Browser):
     """new_page() -> a page in a fresh browser context (its own cookies: another person's browser)."""
-    contexts: list[BrowserContext] = []
-
-    def make() -> Page:
-        context = browser.new_context()
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
+    yield from pages_from(browser, timeout_ms=10_000)
 
 
 def sign_in(page: Page, origin: str, username: str) -> None:

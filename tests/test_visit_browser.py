@@ -21,6 +21,7 @@ from connector.models import EndpointStatus, EventKind, FhirEndpoint, Participan
 from connector.services.visits import join_token_make, join_url_for, participant_id_for
 from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import CHROMIUM_ARGS, CHROMIUM_PATH
+from tests.support.browser import pages_from
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -40,17 +41,7 @@ def media_browser(browser: Browser) -> Iterator[Browser]:
 @pytest.fixture
 def new_page(media_browser: Browser) -> Iterator[Callable[[], Page]]:
     """new_page() -> a page in its own browser context (no shared cookies: two people)."""
-    contexts = []
-
-    def make() -> Page:
-        context = media_browser.new_context()
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
+    yield from pages_from(media_browser, timeout_ms=15_000)
 
 
 def eventually(check: Callable[[], object], timeout: float = 15.0) -> object:
