@@ -71,8 +71,9 @@ class TlsClientIdentity:
 
     The only way to skip the signature check: `ingest_message(via="mllp")` requires
     one, and accepts it only if its SHA-256 thumbprint is that of the organization's
-    active certificate for the environment at the moment the message is handled
-    (so replacing the certificate in the portal cuts off open connections too).
+    active certificate for the environment when the message is handled (so replacing
+    the certificate in the portal cuts off open connections too, within
+    HL7_FEED_SETUP_CACHE_SECONDS: see sms/hl7/feed_setup.py).
     """
 
     thumbprint_sha256: str  # upper-case hex of the DER certificate the peer presented
