@@ -40,6 +40,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connector.settings")
@@ -48,7 +50,7 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 # django-q's enqueue on commit) opens a new PostgreSQL connection.
 os.environ.setdefault("DB_CONN_MAX_AGE", "600")
 # A field-encryption key of its own, as production has (phone numbers are encrypted).
-os.environ.setdefault("FIELD_ENCRYPTION_KEYS", __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())
+os.environ.setdefault("FIELD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 
 import django  # noqa: E402
 

@@ -10,15 +10,15 @@ def number_is_opted_out(tenant: Tenant, hashed_number: str) -> bool:
     return OptOut.objects.filter(tenant=tenant, number_hash=hashed_number, active=True).exists()
 
 
-_UNREAD = object()
+UNREAD = object()  # "not read yet": callers that already have a row pass it, even None
 
 
-def sending_blocker(tenant: Tenant, settings_row: SmsSettings | None, consent=_UNREAD) -> str:
+def sending_blocker(tenant: Tenant, settings_row: SmsSettings | None, consent=UNREAD) -> str:
     """Why nothing may be sent for this endpoint now, or "" when texts may go out.
 
     Pass `consent` when it was already read (None for none) to save the query.
     """
-    if consent is _UNREAD:
+    if consent is UNREAD:
         consent = SmsConsent.objects.filter(tenant=tenant).first()
     if consent is None or not consent.complete:
         return "Both consent confirmations are needed before any text is sent."

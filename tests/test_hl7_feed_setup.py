@@ -26,7 +26,6 @@ pytestmark = pytest.mark.usefixtures("on_epic_day")
 
 PATIENT = "+14155550123"  # PID-13 of the Epic fixtures
 NEW = fixture("epic_siu_s12_v251.hl7")
-MODIFIED = fixture("epic_siu_s14_v251.hl7")
 
 
 @pytest.fixture

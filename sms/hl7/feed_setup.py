@@ -57,7 +57,6 @@ _TOO_MANY = frozenset({"(too many to keep)"})
 @dataclass(frozen=True)
 class FeedSetup:
     tenant: Tenant
-    environment: str
     certificate: SigningCertificate | None
     endpoint: FhirEndpoint | None  # the endpoint the feed's appointments belong to
     sms_settings: SmsSettings | None  # that endpoint's, with its phone number loaded
@@ -137,7 +136,6 @@ def feed_setup(tenant: Tenant, environment: str, *, fresh: bool = False) -> Feed
     sms_settings = getattr(endpoint, "sms_settings", None) if endpoint else None
     setup = FeedSetup(
         tenant=tenant,
-        environment=environment,
         certificate=SigningCertificate.objects.filter(
             tenant=tenant, environment=environment, active=True
         ).first(),

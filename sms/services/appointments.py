@@ -30,7 +30,7 @@ from sms.models import (
 )
 from sms.phones import last_four, number_hash
 from sms.scheduling import nearest_allowed, reminder_times
-from sms.selectors import number_is_opted_out, sending_blocker
+from sms.selectors import UNREAD, number_is_opted_out, sending_blocker
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -78,15 +78,12 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-_UNREAD = object()
-
-
 def appointment_apply(
     *,
     endpoint: FhirEndpoint,
     message: SchedulingMessage,
-    sms_settings: SmsSettings | None | object = _UNREAD,
-    consent: SmsConsent | None | object = _UNREAD,
+    sms_settings: SmsSettings | None | object = UNREAD,
+    consent: SmsConsent | None | object = UNREAD,
     is_opted_out: Callable[[Tenant, str], bool] = number_is_opted_out,
 ) -> AppliedMessage:
     """Apply one scheduling message. Out-of-order messages never undo newer state.
@@ -118,7 +115,7 @@ def appointment_apply(
             if appointment.endpoint_id == endpoint.pk:
                 appointment.endpoint = endpoint
             else:
-                sms_settings = _UNREAD  # the settings of the appointment's own endpoint apply
+                sms_settings = UNREAD  # the settings of the appointment's own endpoint apply
         if appointment is None:
             appointment = Appointment(
                 tenant=tenant,
@@ -188,12 +185,10 @@ def _schedule_texts(
         _cancel_pending(appointment, [MessageKind.REMINDER])
     if appointment.start <= now:
         return []  # nothing is sent for an appointment in the past
-    if settings_row is _UNREAD:
+    if settings_row is UNREAD:
         settings_row = (
             SmsSettings.objects.filter(endpoint=appointment.endpoint).select_related("phone_number").first()
         )
-    if consent is _UNREAD:
-        consent = SmsConsent.objects.filter(tenant=appointment.tenant).first()
     if (
         settings_row is None
         or sending_blocker(appointment.tenant, settings_row, consent)
