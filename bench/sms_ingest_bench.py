@@ -31,10 +31,12 @@ Target: at least 300 messages/s on a 2-core machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import statistics
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -239,7 +241,7 @@ def run(args) -> None:
     measured = signed[args.warmup :]
 
     if args.workers > 1:
-        rates, latencies, elapsed = [], [], 0.0
+        rates, latencies, elapsed, cpu = [], [], 0.0, [0.0, 0.0]
         block = -(-count // args.rounds)  # consecutive appointments per round (ceiling)
 
         def round_of(number: int) -> int:
@@ -248,11 +250,13 @@ def run(args) -> None:
         for round_number in range(args.rounds):
             # Each round its own appointments: an S13 stays in the round (and process) of its S12.
             share = [item for item in measured if round_of(item[0]) == round_number]
-            seconds, round_latencies = run_in_processes(args.workers, share, post)
+            seconds, round_latencies, python_cpu, database_cpu = run_in_processes(args.workers, share, post)
+            cpu[0] += python_cpu
+            cpu[1] += database_cpu
             rates.append(len(share) / seconds)
             latencies += round_latencies
             elapsed += seconds
-        report(args, tenant, measured, elapsed, latencies, None, rates)
+        report(args, tenant, measured, elapsed, latencies, None, rates, cpu)
         return
 
     watches = (
@@ -284,7 +288,21 @@ def run(args) -> None:
         pstats.Stats(profiler).sort_stats(order).print_stats(rows)
 
 
-def run_in_processes(workers: int, measured, post) -> tuple[float, list[float]]:
+def _database_cpu_seconds() -> float:
+    """CPU time used so far by this connection's PostgreSQL backend (0 elsewhere, or where /proc cannot tell)."""
+    if connection.vendor != "postgresql":
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def run_in_processes(workers: int, measured, post) -> tuple[float, list[float], float, float]:
     """The same messages shared among `workers` forked processes, each with its own database
     connection, as several WSGI workers would take them. One appointment's messages stay in
     one process, in order."""
@@ -299,40 +317,50 @@ def run_in_processes(workers: int, measured, post) -> tuple[float, list[float]]:
 
     def work(index: int) -> None:
         mine = [(body, signature) for number, body, signature in measured if number % workers == index]
-        ready.wait()
         latencies = []
         try:
+            database_before = _database_cpu_seconds()  # also opens this process's connection
+            ready.wait()
+            cpu_before = time.process_time()
             for body, signature in mine:
                 begin = time.perf_counter()
                 post(body, signature)
                 latencies.append(time.perf_counter() - begin)
+            cpu = (time.process_time() - cpu_before, _database_cpu_seconds() - database_before)
         except BaseException as error:  # tell the parent rather than leave it waiting forever
+            ready.abort()
             results.put(f"worker {index}: {type(error).__name__}: {error}"[:2000])
             raise
         finally:
             connections.close_all()
-        results.put(latencies)
+        results.put((latencies, cpu))
 
     processes = [context.Process(target=work, args=(index,)) for index in range(workers)]
     for process in processes:
         process.start()
-    ready.wait()
+    # A worker that failed before the start breaks the barrier: its report is in `results`.
+    with contextlib.suppress(threading.BrokenBarrierError):
+        ready.wait()
     started = time.perf_counter()
-    latencies = []
+    latencies, python_cpu, database_cpu = [], 0.0, 0.0
     for _ in processes:
         answer = results.get()
         if isinstance(answer, str):
             for process in processes:
                 process.terminate()
             raise SystemExit(f"a worker failed: {answer}")
-        latencies += answer
+        latencies += answer[0]
+        python_cpu += answer[1][0]
+        database_cpu += answer[1][1]
     elapsed = time.perf_counter() - started
     for process in processes:
         process.join()
-    return elapsed, latencies
+    return elapsed, latencies, python_cpu, database_cpu
 
 
-def report(args, tenant, measured, elapsed: float, latencies: list[float], watches, rates=None) -> None:
+def report(
+    args, tenant, measured, elapsed: float, latencies: list[float], watches, rates=None, cpu=None
+) -> None:
     from sms.hl7.parse import scheduling_parse
     from sms.models import Appointment, OutboundMessage, ProcessedMessage
     from tenants.scoping import tenant_scope
@@ -374,6 +402,11 @@ def report(args, tenant, measured, elapsed: float, latencies: list[float], watch
     if rates:
         print(
             f"  median of {len(rates)} rounds: " + ", ".join(f"{value:.0f}" for value in rates) + " messages/s"
+        )
+    if cpu:
+        print(
+            f"  CPU per message: Python {cpu[0] * ms / len(measured):.2f} ms (the workers), "
+            f"PostgreSQL {cpu[1] * ms / len(measured):.2f} ms (their backends)"
         )
     if watches:
         in_ingest, in_parse, in_apply = watches

@@ -351,6 +351,45 @@ def test_an_older_message_never_undoes_newer_state(client, feed_a, on_epic_day):
     assert "older than the state already stored" in record.ack_text
 
 
+def test_a_new_appointment_message_for_a_stored_appointment_updates_it(client, feed_a, on_epic_day):
+    # The feed inserts an S12's appointment without looking first; when it exists
+    # (the EHR booked it again under a new control ID) the message is applied as an update.
+    post(client, feed_a, fixture("epic_siu_s12_v251.hl7"))
+    on_epic_day.move_to(datetime(2027, 1, 6, 9, 0, tzinfo=UTC))
+    again = (
+        fixture("epic_siu_s12_v251.hl7")
+        .replace(b"EPC0000100001", b"EPC0000100009")
+        .replace(b"20270105083015", b"20270106030000")
+        .replace(b"20270112093000", b"20270112110000")
+    )
+
+    response = post(client, feed_a, again)
+
+    assert msa(response) == ("AA", "EPC0000100009")
+    [appointment] = appointments(feed_a.tenant)
+    assert appointment.start == datetime(2027, 1, 12, 17, 0, tzinfo=UTC)
+    assert len(processed(feed_a.tenant)) == 2
+    # The reminders for the old time are cancelled, the new time's are scheduled.
+    reminders = texts(feed_a.tenant, kind=MessageKind.REMINDER, state=MessageState.SCHEDULED)
+    assert [r.send_at for r in reminders] == [
+        appointment.start - timedelta(days=1),
+        appointment.start - timedelta(hours=1),
+    ]
+
+
+def test_a_new_appointment_message_older_than_the_stored_state_is_not_applied(client, feed_a, on_epic_day):
+    on_epic_day.move_to(datetime(2027, 1, 7, 20, 13, tzinfo=UTC))
+    post(client, feed_a, fixture("epic_siu_s13_v251.hl7"))  # the reschedule arrives first
+
+    late = post(client, feed_a, fixture("epic_siu_s12_v251.hl7"))  # the booking, sent earlier
+
+    assert msa(late) == ("AA", "EPC0000100001")
+    [appointment] = appointments(feed_a.tenant)
+    assert appointment.start == datetime(2027, 1, 14, 20, 0, tzinfo=UTC)  # the S13's time
+    record = next(r for r in processed(feed_a.tenant) if r.control_id == "EPC0000100001")
+    assert "older than the state already stored" in record.ack_text
+
+
 def test_the_epic_sequence_books_reschedules_modifies_and_cancels(client, feed_a, on_epic_day):
     post(client, feed_a, fixture("epic_siu_s12_v251.hl7"))
     on_epic_day.move_to(datetime(2027, 1, 7, 20, 13, tzinfo=UTC))
@@ -603,3 +642,40 @@ def test_the_same_message_arriving_twice_at_once_is_applied_once(org_a):
     assert len(appointments(org_a)) == 1
     assert len(processed(org_a)) == 1
     assert len(texts(org_a)) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_bookings_of_the_same_appointment_at_once_store_one_appointment(org_a):
+    # Two S12s with different control IDs for one new appointment: both inserts race on
+    # the unique constraint; the loser is applied again as an update, not refused.
+    import threading
+
+    from django.db import connections
+
+    feed = set_up_feed(org_a)
+    first = fixture("epic_siu_s12_v251.hl7")
+    second = first.replace(b"EPC0000100001", b"EPC0000100002").replace(b"20270105083015", b"20270105083016")
+    start, results = threading.Barrier(2), []
+
+    def deliver(body: bytes) -> None:
+        try:
+            start.wait()
+            results.append(
+                ingest_message(
+                    tenant=org_a, environment="test", body=body, signature=sign(body, feed.key), via="http"
+                )
+            )
+        finally:
+            connections.close_all()
+
+    with time_machine.travel(EPIC_DAY, tick=True):
+        threads = [threading.Thread(target=deliver, args=(body,)) for body in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert sorted(r.ack_code for r in results) == ["AA", "AA"]
+    [appointment] = appointments(org_a)
+    assert appointment.state_as_of == datetime(2027, 1, 5, 14, 30, 16, tzinfo=UTC)  # the newer one's
+    assert len(processed(org_a)) == 2

@@ -38,7 +38,7 @@ from sms.hl7.parse import (
 )
 from sms.hl7.signature import SignatureInvalid, verify_signature
 from sms.models import ProcessedMessage, SigningCertificate
-from sms.services.appointments import appointment_apply
+from sms.services.appointments import NEW, AppliedMessage, AppointmentAlreadyStored, appointment_apply
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
@@ -234,31 +234,44 @@ def _repeat(parsed: ParsedMessage, done: ProcessedMessage) -> IngestResult:
     return replace(result, duplicate=True)
 
 
+def _store(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage, *, assume_new: bool) -> AppliedMessage:
+    """The processing record and the message applied, in one transaction."""
+    envelope = parsed.envelope
+    with transaction.atomic():
+        # The record first: a resend (or the same message arriving twice at once)
+        # fails here on the unique constraint before anything is applied, and a
+        # new message costs no extra query to find out it is new.
+        record = ProcessedMessage.objects.create(
+            tenant=tenant,
+            sender=envelope.sender,
+            control_id=envelope.control_id,
+            message_type=envelope.message_type[:20],
+            ack_code=ACCEPT,
+            ack_text=_note(parsed),
+        )
+        applied = appointment_apply(
+            endpoint=setup.endpoint,
+            message=parsed.scheduling,
+            sms_settings=setup.sms_settings,
+            consent=setup.consent,
+            is_opted_out=feed_number_opted_out,
+            assume_new=assume_new,
+        )
+        if applied.note:
+            record.ack_text = "; ".join(filter(None, [applied.note, record.ack_text]))[:500]
+            record.save(update_fields=["ack_text"])
+    return applied
+
+
 def _apply(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage) -> IngestResult:
     envelope = parsed.envelope
     try:
-        with transaction.atomic():
-            # The record first: a resend (or the same message arriving twice at once)
-            # fails here on the unique constraint before anything is applied, and a
-            # new message costs no extra query to find out it is new.
-            record = ProcessedMessage.objects.create(
-                tenant=tenant,
-                sender=envelope.sender,
-                control_id=envelope.control_id,
-                message_type=envelope.message_type[:20],
-                ack_code=ACCEPT,
-                ack_text=_note(parsed),
-            )
-            applied = appointment_apply(
-                endpoint=setup.endpoint,
-                message=parsed.scheduling,
-                sms_settings=setup.sms_settings,
-                consent=setup.consent,
-                is_opted_out=feed_number_opted_out,
-            )
-            if applied.note:
-                record.ack_text = "; ".join(filter(None, [applied.note, record.ack_text]))[:500]
-                record.save(update_fields=["ack_text"])
+        try:
+            # An S12 books a new appointment nearly always: insert it without looking
+            # first, and only if it is there after all, do it again the careful way.
+            applied = _store(tenant, setup, parsed, assume_new=parsed.scheduling.event == NEW)
+        except AppointmentAlreadyStored:
+            applied = _store(tenant, setup, parsed, assume_new=False)
     except IntegrityError:
         # Either a message already answered (answer as it was answered), or two
         # messages creating the same appointment at once (the EHR resends on AE).

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -71,6 +71,14 @@ class AppliedMessage:
     note: str = ""
 
 
+class AppointmentAlreadyStored(Exception):
+    """`appointment_apply(assume_new=True)` found the appointment already stored.
+
+    The insert failed on the unique constraint, so the caller's transaction can only
+    be rolled back: run it again with `assume_new=False`.
+    """
+
+
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -85,12 +93,18 @@ def appointment_apply(
     sms_settings: SmsSettings | None | object = UNREAD,
     consent: SmsConsent | None | object = UNREAD,
     is_opted_out: Callable[[Tenant, str], bool] = number_is_opted_out,
+    assume_new: bool = False,
 ) -> AppliedMessage:
     """Apply one scheduling message. Out-of-order messages never undo newer state.
 
     `sms_settings` (the endpoint's, with its phone number) and `consent` are read
     here unless the caller already has them, and `is_opted_out` may answer from
     what the caller keeps (the feed does both: see sms/hl7/feed_setup.py).
+
+    `assume_new=True` inserts the appointment without looking for it first (one
+    query fewer, for an S12, which nearly always books a new one). If it exists
+    after all, AppointmentAlreadyStored is raised with the transaction spoiled:
+    the caller rolls back and calls again with `assume_new=False`.
     """
     if message.event not in SUPPORTED_EVENTS:
         raise ValueError(f"unsupported event {message.event}")
@@ -98,14 +112,7 @@ def appointment_apply(
     # No savepoint when the caller's transaction is open (the feed's is): a failure
     # here rolls back the caller's work too, which is what the feed wants.
     with transaction.atomic(savepoint=False):
-        appointment = next(
-            iter(
-                Appointment.objects.select_for_update().filter(
-                    sending_facility=message.sending_facility, external_id=message.external_id
-                )[:1]  # unique: no ORDER BY needed, unlike first()
-            ),
-            None,
-        )
+        appointment = None if assume_new else _stored_appointment(message)
         if appointment is not None and message.message_time < appointment.state_as_of:
             logger.info("appointment %s: message older than stored state ignored", appointment.pk)
             return AppliedMessage(appointment, False, [], "older than the state already stored; not applied")
@@ -136,14 +143,33 @@ def appointment_apply(
             appointment.phone = message.phone
             appointment.phone_last_four = last_four(message.phone)
         # Two messages for a new appointment at once: the loser's insert fails on the
-        # unique constraint, the ingest answers AE, and the EHR resends it.
-        appointment.save()
+        # unique constraint. With assume_new the caller runs it again as an update;
+        # otherwise the ingest answers AE and the EHR resends it.
+        if assume_new:
+            try:
+                appointment.save(force_insert=True)
+            except IntegrityError as error:
+                raise AppointmentAlreadyStored(message.external_id) from error
+        else:
+            appointment.save()
         scheduled = _schedule_texts(
             appointment, message.event, previous_start, sms_settings, consent, is_opted_out
         )
         if any(m.send_at <= timezone.now() for m in scheduled):
             _queue_dispatch_soon()
     return AppliedMessage(appointment, True, scheduled)
+
+
+def _stored_appointment(message: SchedulingMessage) -> Appointment | None:
+    """The appointment the message is about, locked until the transaction ends; None if new."""
+    return next(
+        iter(
+            Appointment.objects.select_for_update().filter(
+                sending_facility=message.sending_facility, external_id=message.external_id
+            )[:1]  # unique: no ORDER BY needed, unlike first()
+        ),
+        None,
+    )
 
 
 _DISPATCH_QUEUED_AT = [0.0]
@@ -181,7 +207,8 @@ def _schedule_texts(
     now = timezone.now()
     if event in (CANCEL, DELETE, NO_SHOW):
         _cancel_pending(appointment, [MessageKind.REMINDER, MessageKind.CONFIRMATION, MessageKind.RESCHEDULE])
-    elif event in (RESCHEDULE, MODIFY) and previous_start and previous_start != appointment.start:
+    elif event in (NEW, RESCHEDULE, MODIFY) and previous_start and previous_start != appointment.start:
+        # (NEW too: an EHR that books a stored appointment again at another time.)
         _cancel_pending(appointment, [MessageKind.REMINDER])
     if appointment.start <= now:
         return []  # nothing is sent for an appointment in the past
