@@ -652,6 +652,16 @@ def test_a_segment_with_a_broken_id_is_malformed():
     assert "segment 5" in refused.value.reason
 
 
+def test_segments_the_feed_does_not_read_are_checked_but_do_not_change_the_result():
+    plain = parse(siu())
+    noisy = siu(
+        extra="PV2|||^Follow-up\nNTE|1||A note with \\T\\ escapes ~ and | separators\n"
+        "OBX|1|ST|8302-2^Height^LN||180|cm\nDG1|1||I10^Hypertension^I10\nZVC|1|VIDEO^^^|x^y~z"
+    )
+
+    assert parse(noisy).scheduling == plain.scheduling
+
+
 def test_nothing_of_the_patient_reaches_the_logs(caplog):
     caplog.set_level(logging.DEBUG)
     # An escape sequence python-hl7 does not know makes it log the whole field.
