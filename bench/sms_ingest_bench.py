@@ -1,8 +1,8 @@
 """Benchmark: the HTTPS scheduling feed, from signed SIU message to stored appointment and scheduled texts.
 
 Each message goes through the real view (`POST /sms/ingest/<tenant>/<env>/`),
-posted in-process to the project's WSGI application as a WSGI server would post
-it: the whole middleware stack, signature check,
+posted in-process to the project's WSGI application (`connector.wsgi`) as a WSGI
+server would post it: the feed's middleware (connector/handlers.py), signature check,
 parsing, endpoint lookup, idempotency check, `appointment_apply` (appointment
 row, confirmation and reminders, the dispatch task queued on commit) and the
 processing record, in a throwaway database (PostgreSQL with DATABASE_URL,
@@ -64,7 +64,6 @@ from django.conf import settings  # noqa: E402
 settings.DEBUG = False
 
 import hl7  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
@@ -217,7 +216,7 @@ def run(args) -> None:
     # Signing is the EHR's work: done beforehand, not measured.
     signed = [(number, body, sign(body, key)) for number, body in bodies]
     url = f"/sms/ingest/{TENANT_ID}/test/"
-    application = get_wsgi_application()  # what a WSGI server (gunicorn, uWSGI) calls
+    from connector.wsgi import application  # what a WSGI server (gunicorn, uWSGI) calls
 
     def post(body: bytes, signature: str) -> None:
         environ = {
