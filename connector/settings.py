@@ -7,6 +7,8 @@ until the secrets, keys and hosts it needs are given.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -353,6 +355,8 @@ if env.str("EMAIL_URL", default=""):
     vars().update(env.email_url("EMAIL_URL"))
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+_HL7_PACKAGE = Path(importlib.util.find_spec("hl7").origin).parent  # found, not imported
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -378,5 +382,13 @@ LOGGING = {
         "django-q": {"level": env.str("LOG_LEVEL_TASKS", default="WARNING")},
         # The development server's access log: through the same filters, so links with tokens are redacted.
         "django.server": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        # python-hl7 logs a field's whole content (PHI) when it meets an escape sequence it
+        # does not know. Its loggers are named after its files; they never emit anything.
+        # Here rather than only in code: every logging set-up (django.setup() runs again
+        # when runserver loads connector.wsgi) re-enables loggers it does not name.
+        **{
+            str(_HL7_PACKAGE / file_name): {"handlers": [], "level": logging.CRITICAL + 1, "propagate": False}
+            for file_name in ("util.py", "containers.py")
+        },
     },
 }

@@ -674,6 +674,19 @@ def test_nothing_of_the_patient_reaches_the_logs(caplog):
     assert "5550123" not in caplog.text
 
 
+def test_the_librarys_loggers_stay_silent_when_logging_is_set_up_again(settings):
+    import logging.config
+
+    import hl7.containers
+    import hl7.util
+
+    # As django.setup() does a second time when runserver loads connector.wsgi.
+    logging.config.dictConfig(settings.LOGGING)
+
+    for logger in (hl7.util.logger, hl7.containers.logger):
+        assert not logger.isEnabledFor(logging.CRITICAL)
+
+
 # --- the ACK -----------------------------------------------------------------------------------
 
 

@@ -13,5 +13,6 @@ import hl7.util
 
 # python-hl7 logs a field's whole content when it meets an escape sequence it does
 # not know; a field is PHI, so its loggers stay silent whichever module is imported.
+# settings.LOGGING silences them too, and that survives logging being set up again.
 hl7.util.logger.disabled = True
 hl7.containers.logger.disabled = True
