@@ -18,8 +18,11 @@ server would run on two cores (one more worker than cores: while one waits for
 PostgreSQL to flush its commit to disk, the others use the CPU; on this machine
 3 workers measured better than 2 or 4), in production mode (no DEBUG query log, a real
 field-encryption key, persistent connections), measured in three rounds and
-given as the median: the machine is a shared VM whose speed varies by 10-20 %
-from one minute to the next. `--workers 1` shows where one message's time goes.
+given as the median: the machine is a shared VM whose speed varies from one
+minute to the next (the same code has cost 3.3 and 5.8 ms of CPU per message
+within an hour). The "CPU per message" line (the workers' CPU
+time, and their PostgreSQL backends' read from /proc) tells a slow minute from
+slower code. `--workers 1` shows where one message's time goes.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/connector .venv/bin/python bench/sms_ingest_bench.py
     DATABASE_URL=... .venv/bin/python bench/sms_ingest_bench.py --workers 1      # per-step breakdown
@@ -403,10 +406,12 @@ def report(
             f"  median of {len(rates)} rounds: " + ", ".join(f"{value:.0f}" for value in rates) + " messages/s"
         )
     if cpu:
-        print(
-            f"  CPU per message: Python {cpu[0] * ms / len(measured):.2f} ms (the workers), "
-            f"PostgreSQL {cpu[1] * ms / len(measured):.2f} ms (their backends)"
+        database = (
+            f", PostgreSQL {cpu[1] * ms / len(measured):.2f} ms (their backends)"
+            if connection.vendor == "postgresql"
+            else " (SQLite works inside them)"
         )
+        print(f"  CPU per message: Python {cpu[0] * ms / len(measured):.2f} ms (the workers){database}")
     if watches:
         in_ingest, in_parse, in_apply = watches
         each = ms / len(measured)
