@@ -109,7 +109,9 @@ def _load(data: bytes) -> tuple[x509.Certificate, tuple[str, ...]]:
                 "Upload the EHR's signing certificate alone to be sure.",
             )
         return loaded[0], warnings
-    der = stripped
+    # Binary DER as uploaded: stripping "whitespace" would cut a certificate or key
+    # whose last byte happens to be 0x0A, 0x20 and the like (about 1 in 40).
+    der = data
     if _BASE64_ONLY.match(stripped):
         # A .cer in Base64 without the BEGIN/END lines.
         try:

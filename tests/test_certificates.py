@@ -171,6 +171,19 @@ def test_it_recognizes_der_and_encrypted_private_keys(rsa_key):
         assert message_of(refused.value) == PRIVATE_KEY_MESSAGE
 
 
+def test_a_der_file_whose_last_byte_looks_like_whitespace_is_read_whole():
+    # DER is binary: its last byte is 0x0A, 0x0D, 0x20... in about 1 file in 40.
+    key = make_key("p256")  # ECDSA signatures differ each time: try until one ends so
+    encoded, certificate = b"", None
+    while encoded[-1:] not in (b"\n", b"\r", b" ", b"\t", b"\x0b", b"\x0c"):
+        certificate = make_certificate(key)
+        encoded = certificate.public_bytes(serialization.Encoding.DER)
+
+    parsed = certificate_parse(encoded)
+
+    assert parsed.thumbprint_sha256 == certificate.fingerprint(hashes.SHA256()).hex().upper()
+
+
 def test_it_gives_a_hint_for_pkcs7_bundles(rsa_certificate):
     for encoding in (serialization.Encoding.PEM, serialization.Encoding.DER):
         bundle = pkcs7.serialize_certificates([rsa_certificate], encoding)
