@@ -64,6 +64,19 @@ class SchedulingMessage:
     time_zone: str = ""  # IANA name (or Etc/GMT±N from a fixed offset); empty: the endpoint's
 
 
+# What a message can change on a stored appointment (never its organization, endpoint or identity).
+_FIELDS_A_MESSAGE_SETS = (
+    "start",
+    "end",
+    "status",
+    "state_as_of",
+    "time_zone",
+    "department",
+    "language",
+    "updated_at",
+)
+
+
 @dataclass(frozen=True)
 class AppliedMessage:
     appointment: Appointment
@@ -140,14 +153,16 @@ def appointment_apply(
             appointment.department = message.department
         if message.language:
             appointment.language = message.language
-        if message.phone and not appointment.phone_purged_at:
+        changed = list(_FIELDS_A_MESSAGE_SETS)
+        if message.phone and not appointment.phone_purged_at and message.phone != appointment.phone:
             appointment.phone = message.phone
             appointment.phone_last_four = last_four(message.phone)
+            changed += ["phone", "phone_last_four"]  # re-encrypted only when it changed
         # Two messages for a new appointment at once: the loser's insert fails on the
         # unique constraint. With assume_new the caller runs it again as an update;
         # otherwise the ingest answers AE and the EHR resends it.
         if appointment.pk is not None:
-            appointment.save()
+            appointment.save(update_fields=changed)
         elif assume_new:
             try:
                 rows_insert([appointment])  # save()'s work at a fraction of its cost
