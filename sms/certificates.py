@@ -109,20 +109,24 @@ def _load(data: bytes) -> tuple[x509.Certificate, tuple[str, ...]]:
                 "Upload the EHR's signing certificate alone to be sure.",
             )
         return loaded[0], warnings
-    # Binary DER as uploaded: stripping "whitespace" would cut a certificate or key
-    # whose last byte happens to be 0x0A, 0x20 and the like (about 1 in 40).
-    der = data
     if _BASE64_ONLY.match(stripped):
         # A .cer in Base64 without the BEGIN/END lines.
         try:
-            der = base64.b64decode(b"".join(stripped.split()), validate=True)
+            candidates = [base64.b64decode(b"".join(stripped.split()), validate=True)]
         except (binascii.Error, ValueError) as error:
             raise _fail(NOT_A_CERTIFICATE_MESSAGE, "not_certificate") from error
-    try:
-        return x509.load_der_x509_certificate(der), ()
-    except ValueError:
-        pass
-    _explain_binary(der)
+    else:
+        # Binary DER as uploaded first: stripping "whitespace" would cut one whose last
+        # byte happens to be 0x0A, 0x20 and the like (about 1 in 40); then without the
+        # blank a tool may have added at the end.
+        candidates = [data] if data == stripped else [data, stripped]
+    for der in candidates:
+        try:
+            return x509.load_der_x509_certificate(der), ()
+        except ValueError:
+            pass
+    for der in candidates:
+        _explain_binary(der)
     raise _fail(NOT_A_CERTIFICATE_MESSAGE, "not_certificate")
 
 

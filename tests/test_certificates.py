@@ -184,6 +184,12 @@ def test_a_der_file_whose_last_byte_looks_like_whitespace_is_read_whole():
     assert parsed.thumbprint_sha256 == certificate.fingerprint(hashes.SHA256()).hex().upper()
 
 
+def test_a_der_file_with_a_newline_added_at_the_end_is_still_read(rsa_certificate):
+    parsed = certificate_parse(der(rsa_certificate) + b"\r\n")
+
+    assert parsed.thumbprint_sha256 == rsa_certificate.fingerprint(hashes.SHA256()).hex().upper()
+
+
 def test_it_gives_a_hint_for_pkcs7_bundles(rsa_certificate):
     for encoding in (serialization.Encoding.PEM, serialization.Encoding.DER):
         bundle = pkcs7.serialize_certificates([rsa_certificate], encoding)
