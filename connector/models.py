@@ -246,6 +246,17 @@ class Meeting(TenantOwnedModel):
         return self.meeting_id
 
 
+class AppointmentSource(models.TextChoices):
+    """Which step of the documented order found a visit's appointment (docs/visits.md)."""
+
+    FHIR_CONTEXT = "fhir_context", "SMART fhirContext"
+    LAUNCH_PARAMETER = "launch_parameter", "Vendor launch parameter"
+    ENCOUNTER = "encounter", "Encounter.appointment"
+    SEARCH = "search", "Appointment search"
+    FEED = "feed", "Scheduling feed (SMS link)"
+    UNSCHEDULED = "unscheduled", "None: unscheduled visit"
+
+
 class VisitState(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     IN_PROGRESS = "in_progress", "In progress"
@@ -268,6 +279,33 @@ class Visit(TenantOwnedModel):
     )
     scheduled_start = models.DateTimeField(null=True, blank=True)
     scheduled_end = models.DateTimeField(null=True, blank=True)
+    # What the connector read of the EHR's schedule (times and identifiers only; see
+    # connector/services/appointment_finder.py and docs/visits.md).
+    fhir_appointment_id = models.CharField(
+        "FHIR Appointment id", max_length=200, blank=True, help_text="Empty when the EHR had no appointment."
+    )
+    appointment_status = models.CharField(
+        max_length=20, blank=True, help_text="Appointment.status as last read from the EHR."
+    )
+    participant_count = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Participants on the EHR's appointment."
+    )
+    location_reference = models.CharField(
+        max_length=300, blank=True, help_text="The appointment's or encounter's Location reference."
+    )
+    time_zone = models.CharField(
+        max_length=64, blank=True, help_text="The department's time zone; empty: the endpoint's."
+    )
+    unscheduled = models.BooleanField(
+        default=False, help_text="The EHR had no appointment: the visit is keyed to the encounter."
+    )
+    found_by = models.CharField(
+        max_length=20,
+        choices=AppointmentSource.choices,
+        blank=True,
+        help_text="How the launch found the appointment.",
+    )
+    schedule_read_at = models.DateTimeField(null=True, blank=True)
     primary_clinician = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -297,6 +335,31 @@ class Visit(TenantOwnedModel):
         if self.started_at and self.ended_at:
             return int((self.ended_at - self.started_at).total_seconds())
         return None
+
+
+class VisitKey(TenantOwnedModel):
+    """One of the IDs a visit's appointment is known by, unique per organization and environment.
+
+    The EHR launch knows the FHIR Appointment id and its identifiers, the patient's SMS link the
+    scheduling feed's appointment ID (the EHR's placer or filler ID), a relaunch perhaps only the
+    encounter: every one of them leads to the same visit. Keys: `Appointment/<id>`,
+    `Encounter/<id>`, and `id:<value>` for identifier values and feed IDs.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    environment = models.CharField(max_length=12, choices=Environment.choices)
+    key = models.CharField(max_length=300)
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="keys")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "environment", "key"], name="one_visit_per_appointment_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class EventKind(models.TextChoices):

@@ -23,6 +23,10 @@ class Flavor:
     slow: bool = False  # metadata waits SANDBOX_EHR_SLOW_SECONDS
     redirect_to: str = ""  # metadata answers 302 here
     data: bool = False  # serves FHIR REST (read, search, update, create)
+    # What an EHR launch's token response carries: "full" (fhirContext Appointment and Epic-style
+    # extras: appointment CSN, conference and department IDs) or "minimal" (patient and encounter
+    # only, as most EHRs and the third-party peer in ../shared/peers send).
+    launch_context: str = "full"
 
 
 FLAVORS: dict[str, Flavor] = {
@@ -30,6 +34,13 @@ FLAVORS: dict[str, Flavor] = {
     for flavor in [
         Flavor("r4", "The good server: FHIR R4, SMART with PKCE, demo data.", data=True),
         Flavor("r4-other", "A second good R4 server with its own data (another environment).", data=True),
+        Flavor(
+            "r4-generic",
+            "A generic SMART EHR like the third-party peer: launches carry patient, encounter and fhirUser "
+            "only; the appointment is found in FHIR (Encounter.appointment).",
+            data=True,
+            launch_context="minimal",
+        ),
         Flavor("dstu2", "Answers metadata with a DSTU2 Conformance (FHIR 1.0.2).", fhir_version="1.0.2"),
         Flavor("no-smart", "Good R4 metadata, but no .well-known/smart-configuration.", smart=False),
         Flavor("no-pkce", "SMART configuration without S256 PKCE.", pkce=False),

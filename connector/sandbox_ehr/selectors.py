@@ -47,6 +47,15 @@ _PATIENT_PATHS = {
     ],
     "Encounter": lambda body: [body.get("subject", {}).get("reference", "")],
 }
+# The references each resource type is searched by with `practitioner=`.
+_PRACTITIONER_PATHS = {
+    "Appointment": lambda body: [
+        p.get("actor", {}).get("reference", "") for p in body.get("participant", [])
+    ],
+    "Encounter": lambda body: [
+        p.get("individual", {}).get("reference", "") for p in body.get("participant", [])
+    ],
+}
 # The instant each resource type is searched by with `date=`.
 _DATE_PATHS = {
     "Appointment": lambda body: body.get("start"),
@@ -91,7 +100,7 @@ def _matches_date(instant: str | None, param: str) -> bool:
 
 
 def resource_search(*, server: str, resource_type: str, params: dict[str, list[str]]) -> list[Resource]:
-    """Search one type by `_id`, `identifier`, `patient` and `date` (repeated parameters are ANDed,
+    """Search one type by `_id`, `identifier`, `patient`, `practitioner` and `date` (repeated parameters are ANDed,
     comma-separated values ORed). Other parameters are ignored, as FHIR's lenient handling allows.
 
     Raises ValueError for a malformed date.
@@ -106,6 +115,10 @@ def resource_search(*, server: str, resource_type: str, params: dict[str, list[s
         for value in params.get("patient", []):
             wanted = {v if "/" in v else f"Patient/{v}" for v in value.split(",")}
             found = [r for r in found if wanted & set(_PATIENT_PATHS[resource_type](r.body))]
+    if resource_type in _PRACTITIONER_PATHS:
+        for value in params.get("practitioner", []):
+            wanted = {v if "/" in v else f"Practitioner/{v}" for v in value.split(",")}
+            found = [r for r in found if wanted & set(_PRACTITIONER_PATHS[resource_type](r.body))]
     if resource_type in _DATE_PATHS:
         for value in params.get("date", []):
             found = [r for r in found if _matches_date(_DATE_PATHS[resource_type](r.body), value)]

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connector.sandbox_ehr.common import FhirError, OAuthError
-from connector.sandbox_ehr.flavors import DEFAULT_SERVER
+from connector.sandbox_ehr.flavors import DEFAULT_SERVER, FLAVORS
 from connector.sandbox_ehr.keys import id_token_sign
 from connector.sandbox_ehr.models import AccessToken, AuthorizationCode, Launch, Resource
 from connector.sandbox_ehr.seed import CONFERENCE_SYSTEM, CSN_SYSTEM, DEPARTMENT_SYSTEM
@@ -70,7 +70,15 @@ def launch_create(*, appointment_id: str, role: str, server: str = DEFAULT_SERVE
 
 
 def launch_context(launch: Launch) -> dict:
-    """The launch context the token response carries (SMART names plus Epic-style extras)."""
+    """The launch context the token response carries (SMART names plus Epic-style extras; only
+    `patient` and `encounter` on a flavor with minimal launch context)."""
+    flavor = FLAVORS.get(launch.server)
+    if flavor is not None and flavor.launch_context == "minimal":
+        return {
+            key: value
+            for key, value in {"patient": launch.patient_id, "encounter": launch.encounter_id}.items()
+            if value
+        }
     context = {
         "patient": launch.patient_id,
         "encounter": launch.encounter_id,

@@ -24,7 +24,13 @@ from django.utils import timezone
 from connector.ehr_http import EhrHttpError
 from connector.endpoint_checks import fetch_smart_configuration, normalize_fhir_base_url
 from connector.models import EndpointStatus, FhirEndpoint, LaunchState, ParticipantRole
-from connector.services.records import PATIENT_SCOPES, PROVIDER_SCOPES
+from connector.services.appointment_finder import (
+    AppointmentNotFound,
+    FoundAppointment,
+    appointment_find,
+    launch_facts,
+)
+from connector.services.records import LAUNCH_PARAMETERS, PATIENT_SCOPES, PROVIDER_SCOPES
 from connector.signing_keys import client_authentication
 from connector.smart import (
     SmartError,
@@ -34,7 +40,7 @@ from connector.smart import (
     pkce_pair,
     verify_id_token,
 )
-from tenants.scoping import all_tenants
+from tenants.scoping import all_tenants, tenant_scope
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +50,36 @@ LAUNCH_MAX_AGE = timedelta(minutes=10)
 LAUNCH_VIEW_MEETING = ""
 LAUNCH_VIEW_CONSOLE = "console"
 SMART_CONFIGURATION_CACHE_SECONDS = 3600
+# What the person who launched reads; the precise cause goes into LaunchError.detail.
+START_AGAIN = "The visit did not open. Start it again from the same place."
+NOT_SET_UP = "Virtual visits are not set up here yet."
+TRY_LATER = "The visit could not be opened just now. Try again in a few minutes."
 
 
 class LaunchError(Exception):
-    """A launch that cannot go on; `message` tells the clinician or patient what to check."""
+    """A launch that cannot go on.
 
-    def __init__(self, message: str, *, title: str = "The visit could not start", status: int = 400) -> None:
+    `message` is for the person who launched, in their words; `detail` is the precise cause and
+    the fix, for the organization's administrators (shown to clinicians under "For your
+    administrator", logged with the request id, never shown to patients: the error page gives
+    them their own words). `audience` is the role of who launched, when it is known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        title: str = "The visit could not start",
+        status: int = 400,
+        detail: str = "",
+        audience: str = "",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.title = title
         self.status = status
+        self.detail = detail
+        self.audience = audience
 
 
 def _hash(value: str) -> str:
@@ -65,7 +91,11 @@ def endpoint_for_issuer(iss: str) -> FhirEndpoint:
     try:
         base_url = normalize_fhir_base_url(iss)
     except Exception as error:  # noqa: BLE001 - any malformed iss is the same answer
-        raise LaunchError("The EHR sent no valid FHIR server address (iss) with the launch.") from error
+        raise LaunchError(
+            START_AGAIN,
+            detail="The EHR sent no valid FHIR server address (iss) with the launch: the launch record must "
+            "open the launch URL as a SMART EHR launch.",
+        ) from error
     with all_tenants():
         candidates = list(FhirEndpoint.objects.select_related("tenant").filter(base_url=base_url))
     usable = [e for e in candidates if e.is_usable and e.tenant.is_enabled]
@@ -73,24 +103,30 @@ def endpoint_for_issuer(iss: str) -> FhirEndpoint:
         return usable[0]
     if len(usable) > 1:
         raise LaunchError(
-            "This EHR server is configured by more than one organization, so the launch is ambiguous. "
-            "Ask support to check the configuration."
+            NOT_SET_UP,
+            title="Not set up yet",
+            detail="This EHR server is configured by more than one organization, so the launch is ambiguous: "
+            "ask support to remove the FHIR base URL from the organization that does not own it.",
         )
     if candidates:
         endpoint = candidates[0]
         if endpoint.status == EndpointStatus.DISABLED:
             raise LaunchError(
-                "Virtual visits are turned off for this EHR environment.", title="Not available"
+                "Virtual visits are turned off here at the moment.",
+                title="Not available",
+                detail="The FHIR endpoint is disabled in the connector's setup: enable it to accept launches.",
             )
         raise LaunchError(
-            f"This EHR environment is configured but not ready ({endpoint.get_status_display().lower()}): "
-            "it must be validated and, for Epic, approved in the connector's setup.",
+            NOT_SET_UP,
             title="Not ready yet",
+            detail=f"This EHR environment is configured but not ready ({endpoint.get_status_display().lower()}): "
+            "it must be validated and, for Epic, approved in the connector's setup.",
         )
     raise LaunchError(
-        "This EHR environment is not configured: check that a test EHR is not using a production URL, "
+        NOT_SET_UP,
+        title="Not set up yet",
+        detail="This EHR environment is not configured: check that a test EHR is not using a production URL, "
         "or the other way round, and that the FHIR base URL in the setup matches the EHR's exactly.",
-        title="EHR environment not configured",
         status=404,
     )
 
@@ -105,7 +141,9 @@ def smart_configuration_for(endpoint: FhirEndpoint) -> dict:
         try:
             configuration = fetch_smart_configuration(endpoint.base_url)
         except EhrHttpError as error:
-            raise LaunchError(f"The EHR's SMART configuration could not be read: {error.message}") from error
+            raise LaunchError(
+                TRY_LATER, detail=f"The EHR's SMART configuration could not be read: {error.message}"
+            ) from error
         cache.set(key, configuration, SMART_CONFIGURATION_CACHE_SECONDS)
     return configuration
 
@@ -120,11 +158,39 @@ class LaunchStart:
     browser_binding: str  # goes into the cookie
 
 
-def launch_begin(*, iss: str, launch: str, role: str, view: str = LAUNCH_VIEW_MEETING) -> LaunchStart:
-    """Start a launch; `view` (clinicians only) is kept with the state for where the callback ends."""
+def launch_parameters_from(query: dict) -> dict[str, str]:
+    """The vendor launch parameters the integration records tell the EHR team to append to the
+    launch URL (appointment / CSN, conference ID, department ID), bounded; others are ignored."""
+    kept = {}
+    for name in LAUNCH_PARAMETERS:
+        value = str(query.get(name) or "").strip()
+        if value and value.isprintable():
+            kept[name] = value[:200]
+    return kept
+
+
+def launch_begin(
+    *,
+    iss: str,
+    launch: str,
+    role: str,
+    view: str = LAUNCH_VIEW_MEETING,
+    launch_parameters: dict[str, str] | None = None,
+) -> LaunchStart:
+    """Start a launch; `view` (clinicians only) and the vendor launch parameters are kept with the
+    state until the callback."""
     if not launch:
-        raise LaunchError("The EHR sent no launch parameter: start the visit from the EHR's button again.")
-    endpoint = endpoint_for_issuer(iss)
+        raise LaunchError(
+            "The EHR sent no launch parameter: start the visit from the EHR's button again.",
+            detail="The request to the launch URL had no `launch` parameter: the EHR's launch record must open "
+            "the launch URL as a SMART EHR launch (it appends iss and launch).",
+            audience=role,
+        )
+    try:
+        endpoint = endpoint_for_issuer(iss)
+    except LaunchError as error:
+        error.audience = role
+        raise
     configuration = smart_configuration_for(endpoint)
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(32)
@@ -137,7 +203,10 @@ def launch_begin(*, iss: str, launch: str, role: str, view: str = LAUNCH_VIEW_ME
         code_verifier=verifier,
         nonce=nonce,
         browser_binding=_hash(binding),
-        context={"view": view} if view == LAUNCH_VIEW_CONSOLE and role == ParticipantRole.CLINICIAN else {},
+        context={
+            "view": view if view == LAUNCH_VIEW_CONSOLE and role == ParticipantRole.CLINICIAN else "",
+            "launch_parameters": launch_parameters or {},
+        },
     )
     url = authorize_url(
         configuration,
@@ -163,34 +232,36 @@ class LaunchContext:
     encounter_id: str = ""
     launch_state_pk: int | None = None
     view: str = LAUNCH_VIEW_MEETING
+    found: FoundAppointment | None = None
     extra: dict = field(default_factory=dict)
 
 
 def _claim(state: str, binding: str | None) -> LaunchState:
     """Take the launch state exactly once, from the browser that started it where we can tell."""
     if not state:
-        raise LaunchError("The EHR sent back no state; start the visit from the EHR again.")
+        raise LaunchError(START_AGAIN, detail="The EHR sent back no state with the authorization answer.")
     now = timezone.now()
     claimed = LaunchState.objects.filter(
         state_hash=_hash(state), used_at__isnull=True, created_at__gte=now - LAUNCH_MAX_AGE
     ).update(used_at=now)
     if claimed != 1:
+        known_role = (
+            LaunchState.objects.filter(state_hash=_hash(state)).values_list("role", flat=True).first()
+        )
         raise LaunchError(
-            "This launch was already used, took too long, or did not start here. Start the visit from the EHR again.",
+            START_AGAIN,
+            detail="This launch was already used, took too long (over 10 minutes), or did not start here.",
             status=400,
+            audience=known_role or "",
         )
     launch_state = LaunchState.objects.select_related("endpoint__tenant").get(state_hash=_hash(state))
     if binding is not None and _hash(binding) != launch_state.browser_binding:
-        raise LaunchError("This launch was started in another browser. Start the visit from the EHR again.")
+        raise LaunchError(
+            START_AGAIN,
+            detail="This launch was started in another browser (its cookie does not match).",
+            audience=launch_state.role,
+        )
     return launch_state
-
-
-def _appointment_from(token: dict) -> str:
-    for item in token.get("fhirContext") or []:
-        reference = item.get("reference", "") if isinstance(item, dict) else ""
-        if reference.startswith("Appointment/"):
-            return reference.split("/", 1)[1]
-    return str(token.get("appointment") or token.get("csn") or "")
 
 
 def launch_complete(
@@ -199,9 +270,13 @@ def launch_complete(
     launch_state = _claim(state, binding)
     endpoint = launch_state.endpoint
     if error:
+        said = f"{error}: {error_description}" if error_description else error
         raise LaunchError(
-            f"The EHR did not authorize the launch ({error}{': ' + error_description if error_description else ''}). "
-            "Check the connector's client registration in the EHR and the user's security."
+            "The EHR did not allow the connector to open this visit.",
+            title="Not allowed",
+            detail=f"The EHR refused the authorization ({said}). Check the connector's client registration in "
+            "the EHR (client ID, redirect URI, scopes) and this user's security.",
+            audience=launch_state.role,
         )
     configuration = smart_configuration_for(endpoint)
     try:
@@ -215,8 +290,8 @@ def launch_complete(
             ),
         )
     except SmartError as error_:
-        detail = f" (the EHR said {error_.ehr_error}: {error_.ehr_description})" if error_.ehr_error else ""
-        raise LaunchError(error_.message + detail) from error_
+        said = f" (the EHR said {error_.ehr_error}: {error_.ehr_description})" if error_.ehr_error else ""
+        raise LaunchError(TRY_LATER, detail=error_.message + said, audience=launch_state.role) from error_
     fhir_user = ""
     if token.get("id_token"):
         try:
@@ -227,25 +302,45 @@ def launch_complete(
                 nonce=launch_state.nonce,
             )
         except (SmartError, EhrHttpError) as error_:
-            raise LaunchError(getattr(error_, "message", str(error_))) from error_
+            raise LaunchError(
+                TRY_LATER, detail=getattr(error_, "message", str(error_)), audience=launch_state.role
+            ) from error_
         fhir_user = identity.fhir_user
-    appointment_id = _appointment_from(token)
-    if not appointment_id:
+    launch_parameters = (launch_state.context or {}).get("launch_parameters") or {}
+    facts = launch_facts(
+        token=token, role=launch_state.role, fhir_user=fhir_user, launch_parameters=launch_parameters
+    )
+    try:
+        # Outside any transaction: these are calls to the EHR.
+        with tenant_scope(endpoint.tenant):
+            found = appointment_find(endpoint=endpoint, facts=facts, access_token=str(token["access_token"]))
+    except AppointmentNotFound as error:
         raise LaunchError(
-            "The EHR sent no appointment with the launch: the launch record must append the appointment "
-            "(Epic: the CSN) to the launch URL. Check the integration records."
-        )
-    encounter = str(token.get("encounter") or "")
+            "This visit could not be matched to an appointment in the EHR.",
+            detail="The EHR sent neither an appointment nor an encounter with the launch, and no appointment of "
+            "this patient was found around now"
+            + (f" ({'; '.join(error.notes)})" if error.notes else "")
+            + ". Launch from an appointment or an encounter (the launch record needs the launch scope), or "
+            "append the appointment (Epic: the CSN) to the launch URL as the integration records show.",
+            audience=launch_state.role,
+        ) from error
+    logger.info(
+        "launch appointment found by %s with %d FHIR requests%s",
+        found.found_by or "known visit",
+        found.fhir_requests,
+        f" ({len(found.notes)} failed)" if found.notes else "",
+    )
     context = LaunchContext(
         endpoint=endpoint,
         role=launch_state.role,
         fhir_user=fhir_user,
-        appointment_id=appointment_id,
-        conference_id=str(token.get("conference_id") or ""),
-        department_id=str(token.get("department_id") or ""),
-        encounter_id=encounter.split("/", 1)[-1] if encounter else "",
+        appointment_id=found.appointment_id,
+        conference_id=str(token.get("conference_id") or launch_parameters.get("conference_id") or "")[:200],
+        department_id=str(token.get("department_id") or launch_parameters.get("department_id") or "")[:200],
+        encounter_id=found.encounter_id or facts.encounter_id,
         launch_state_pk=launch_state.pk,
         view=str((launch_state.context or {}).get("view") or LAUNCH_VIEW_MEETING),
+        found=found,
     )
     # Keep what the one-time account link needs; the EHR's tokens are dropped here.
     launch_state.context = {

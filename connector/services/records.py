@@ -17,16 +17,24 @@ PROVIDER_SCOPES = (
     "user/Appointment.read user/Encounter.read user/Encounter.write"
 )
 PATIENT_SCOPES = "launch openid fhirUser patient/Patient.read patient/Appointment.read patient/Encounter.read"
-# Context the EHR appends to the launch URL (Epic: appointment CSN, conference and department IDs).
+# Context the EHR may append to the launch URL (Epic: the appointment's CSN, conference and
+# department IDs). None is required: the connector finds the appointment from the SMART context and
+# FHIR (docs/visits.md, "How the connector finds the appointment"); these make it faster and let
+# group visits share a meeting. /launch/provider and /launch/patient read exactly these names.
 VISIT_CONTEXT = [
-    {"name": "appointment", "description": "The appointment's ID (Epic: the CSN)", "required": True},
+    {
+        "name": "appointment",
+        "description": "The appointment's ID or identifier (Epic: the CSN); `csn` is read as well",
+        "required": False,
+    },
     {
         "name": "conference_id",
         "description": "Shared by every visit of a group appointment",
         "required": False,
     },
-    {"name": "department_id", "description": "The department the visit belongs to", "required": True},
+    {"name": "department_id", "description": "The department the visit belongs to", "required": False},
 ]
+LAUNCH_PARAMETERS = tuple(p["name"] for p in VISIT_CONTEXT) + ("csn",)
 
 
 def new_context_token() -> str:

@@ -15,14 +15,17 @@ from django.utils.crypto import get_random_string
 from connector.meetings import get_meeting_backend
 from connector.meetings.base import MeetingRequest, Participant
 from connector.models import (
+    AppointmentSource,
     EventKind,
     FhirEndpoint,
     Meeting,
     ParticipantRole,
     Visit,
     VisitEvent,
+    VisitKey,
     VisitState,
 )
+from connector.services.appointment_finder import FoundAppointment
 
 logger = logging.getLogger(__name__)
 
@@ -34,47 +37,174 @@ JOIN_LINK_UNSCHEDULED_LIFETIME = timedelta(hours=24)
 MEETING_SUBJECT = "Virtual visit"  # never the patient's name
 
 
+# Filled once, then kept: later launches may bring context the first one lacked.
+_FILL_BLANKS = ("conference_id", "department_id", "encounter_id", "time_zone")
+# The EHR's schedule as last read: a fresh read replaces what an earlier one (or the feed) said.
+_SCHEDULE = (
+    "scheduled_start",
+    "scheduled_end",
+    "fhir_appointment_id",
+    "appointment_status",
+    "participant_count",
+    "location_reference",
+    "unscheduled",
+    "found_by",
+    "schedule_read_at",
+)
+
+
+def _feed_appointment(*, endpoint: FhirEndpoint, keys: list[str]):
+    """The scheduling feed's appointment (sms app) with one of these IDs, in this organization and
+    environment: the feed knows the department and its time zone."""
+    from sms.models import Appointment as FeedAppointment
+
+    values = [key.partition(":")[2] for key in keys if key.startswith("id:")]
+    values += [key.partition("/")[2] for key in keys if key.startswith("Appointment/")]
+    if not values:
+        return None
+    return (
+        FeedAppointment.objects.filter(
+            tenant=endpoint.tenant_id, endpoint__environment=endpoint.environment, external_id__in=values
+        )
+        .order_by("pk")
+        .only("start", "end", "time_zone", "department")
+        .first()
+    )
+
+
+def _keys_add(*, visit: Visit, endpoint: FhirEndpoint, keys: list[str]) -> None:
+    known = set(VisitKey.objects.filter(visit=visit).values_list("key", flat=True))
+    for key in keys:
+        if key in known:
+            continue
+        try:
+            with transaction.atomic():
+                VisitKey.objects.create(
+                    tenant=visit.tenant, environment=endpoint.environment, key=key, visit=visit
+                )
+        except IntegrityError:
+            # Another visit is known by it already (two EHR appointments sharing an identifier
+            # value): it stays with the first, which the launch's other keys did not reach.
+            logger.warning("visit %s: an appointment key is already another visit's", visit.pk)
+
+
 def visit_get_or_create(
     *,
     endpoint: FhirEndpoint,
     appointment_id: str,
+    keys: list[str] | tuple[str, ...] = (),
     conference_id: str = "",
     department_id: str = "",
     encounter_id: str = "",
     scheduled_start: datetime | None = None,
     scheduled_end: datetime | None = None,
+    schedule: dict | None = None,
 ) -> Visit:
-    """The visit of this appointment, created at the first launch. Safe under concurrent launches."""
+    """The one visit of this appointment, however it is reached. Safe under concurrent launches.
+
+    `keys` are every ID the appointment is known by (connector.models.VisitKey); the default is
+    the appointment ID itself as the scheduling feed gives it (`id:<appointment_id>`). The first
+    key that leads to a visit decides; the visit then learns the other keys. `schedule` is what
+    was just read from the EHR (fields of _SCHEDULE) and replaces an older reading.
+    """
     if not appointment_id:
         raise ValueError("A visit needs the appointment's ID from the launch context.")
-    defaults = {
-        "tenant": endpoint.tenant,
-        "public_id": get_random_string(24),
+    keys = list(dict.fromkeys(keys or [f"id:{appointment_id}"]))
+    fields = {
         "conference_id": conference_id,
         "department_id": department_id,
         "encounter_id": encounter_id,
         "scheduled_start": scheduled_start,
         "scheduled_end": scheduled_end,
+        **(schedule or {}),
     }
-    try:
-        with transaction.atomic():
-            visit, created = Visit.objects.get_or_create(
-                endpoint=endpoint, appointment_id=appointment_id, defaults=defaults
+    from connector.services.appointment_finder import visit_for_keys
+
+    visit = visit_for_keys(endpoint=endpoint, keys=keys)
+    if visit is None:
+        feed = _feed_appointment(endpoint=endpoint, keys=keys)
+        if feed is not None:
+            fields["time_zone"] = fields.get("time_zone") or feed.time_zone
+            fields["department_id"] = fields["department_id"] or feed.department[:200]
+            fields["scheduled_start"] = fields["scheduled_start"] or feed.start
+            fields["scheduled_end"] = fields["scheduled_end"] or feed.end
+        try:
+            with transaction.atomic():
+                visit = Visit.objects.create(
+                    tenant=endpoint.tenant,
+                    endpoint=endpoint,
+                    appointment_id=appointment_id[:200],
+                    public_id=get_random_string(24),
+                    **{name: value for name, value in fields.items() if value is not None},
+                )
+                VisitKey.objects.bulk_create(
+                    [
+                        VisitKey(
+                            tenant=endpoint.tenant, environment=endpoint.environment, key=key, visit=visit
+                        )
+                        for key in keys
+                    ]
+                )
+            return visit
+        except IntegrityError:
+            # Another launch (or the SMS link) made it between our look-up and our insert.
+            visit = (
+                visit_for_keys(endpoint=endpoint, keys=keys)
+                or Visit.objects.filter(endpoint=endpoint, appointment_id=appointment_id).first()
             )
-    except IntegrityError:
-        # Another launch created it between our read and our insert.
-        visit, created = Visit.objects.get(endpoint=endpoint, appointment_id=appointment_id), False
-    if not created:
-        # Later launches may bring context the first one lacked.
-        changed = []
-        for field in ("conference_id", "department_id", "encounter_id", "scheduled_start", "scheduled_end"):
-            value = defaults[field]
-            if value and not getattr(visit, field):
-                setattr(visit, field, value)
-                changed.append(field)
-        if changed:
-            visit.save(update_fields=changed)
+            if visit is None:
+                raise
+    changed = []
+    for name in _FILL_BLANKS + ("scheduled_start", "scheduled_end"):
+        value = fields.get(name)
+        if value and not getattr(visit, name):
+            setattr(visit, name, value)
+            changed.append(name)
+    for name, value in (schedule or {}).items():
+        if name in _SCHEDULE and getattr(visit, name) != value:
+            setattr(visit, name, value)
+            changed.append(name)
+    if changed:
+        visit.save(update_fields=list(dict.fromkeys(changed)))
+    _keys_add(visit=visit, endpoint=endpoint, keys=keys)
     return visit
+
+
+def visit_for_launch(
+    *, endpoint: FhirEndpoint, found: FoundAppointment, conference_id: str = "", department_id: str = ""
+) -> Visit:
+    """The visit a launch found its way to (connector.services.appointment_finder)."""
+    if found.visit is not None and not conference_id and not department_id:
+        return found.visit  # a relaunch: nothing new to write
+    schedule: dict = {}
+    if found.visit is None:
+        read = found.schedule
+        schedule = {
+            "fhir_appointment_id": found.fhir_appointment_id,
+            "unscheduled": found.found_by == AppointmentSource.UNSCHEDULED,
+            "found_by": found.found_by,
+            "schedule_read_at": timezone.now(),
+        }
+        if read is not None:
+            schedule.update(
+                scheduled_start=read.start,
+                scheduled_end=read.end,
+                appointment_status=read.status,
+                participant_count=read.participant_count,
+                location_reference=read.location_reference,
+            )
+            # Reports group by department: without a vendor department ID, the location's.
+            department_id = department_id or read.location_reference.partition("/")[2]
+        schedule = {name: value for name, value in schedule.items() if value not in (None, "")}
+    return visit_get_or_create(
+        endpoint=endpoint,
+        appointment_id=found.appointment_id,
+        keys=found.keys,
+        conference_id=conference_id,
+        department_id=department_id,
+        encounter_id=found.encounter_id,
+        schedule=schedule,
+    )
 
 
 def _backend_path(visit: Visit) -> str:

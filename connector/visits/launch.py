@@ -27,13 +27,14 @@ from connector.services.launch import (
     LaunchError,
     launch_begin,
     launch_complete,
+    launch_parameters_from,
 )
 from connector.services.visits import (
     join_token_make,
     join_url_for,
     meeting_ensure,
     participant_id_for,
-    visit_get_or_create,
+    visit_for_launch,
 )
 from connector.visits.pages import console_url_for
 from tenants.auth_pipeline import SIGN_IN_TENANT_SESSION_KEY
@@ -49,14 +50,19 @@ LINK_MAX_AGE_SECONDS = 15 * 60
 
 
 def launch_failed(request: HttpRequest, error: LaunchError) -> HttpResponse:
-    logger.info("launch refused: %s", error.title)
+    # The precise cause, for administrators who come with the request id (no tokens, no PHI in it).
+    logger.info("launch refused (%s): %s %s", error.audience or "unknown role", error.title, error.detail)
     return render(request, "visits/launch_error.html", {"error": error}, status=error.status)
 
 
 def _start(request: HttpRequest, role: str, view: str = LAUNCH_VIEW_MEETING) -> HttpResponse:
     try:
         start = launch_begin(
-            iss=request.GET.get("iss", ""), launch=request.GET.get("launch", ""), role=role, view=view
+            iss=request.GET.get("iss", ""),
+            launch=request.GET.get("launch", ""),
+            role=role,
+            view=view,
+            launch_parameters=launch_parameters_from(request.GET),
         )
     except LaunchError as error:
         return launch_failed(request, error)
@@ -104,12 +110,11 @@ def callback(request: HttpRequest) -> HttpResponse:
     except LaunchError as error:
         return launch_failed(request, error)
     with tenant_scope(context.endpoint.tenant):
-        visit = visit_get_or_create(
+        visit = visit_for_launch(
             endpoint=context.endpoint,
-            appointment_id=context.appointment_id,
+            found=context.found,
             conference_id=context.conference_id,
             department_id=context.department_id,
-            encounter_id=context.encounter_id,
         )
         if context.role == ParticipantRole.PATIENT:
             response = _send_patient(request, visit, context)
@@ -132,8 +137,10 @@ def _route_clinician(request: HttpRequest, visit: Visit, context: LaunchContext)
         return launch_failed(
             request,
             LaunchError(
-                "The EHR did not say who the clinician is (no fhirUser). The provider launch record needs the "
-                "openid and fhirUser scopes."
+                "The EHR did not say who you are, so the visit cannot open for you.",
+                detail="The EHR sent no fhirUser with the clinician's launch: the provider launch record needs the "
+                "openid and fhirUser scopes.",
+                audience=ParticipantRole.CLINICIAN,
             ),
         )
     link = ClinicianLink.objects.filter(fhir_user=context.fhir_user).select_related("user").first()
@@ -172,9 +179,11 @@ def _send_clinician(
         return launch_failed(
             request,
             LaunchError(
-                f"The meeting could not be created: {error.message}",
+                "The video meeting could not be created just now. Try again in a few minutes.",
                 title="Meeting not available",
+                detail=f"The meeting provider refused: {error.message}",
                 status=502,
+                audience=ParticipantRole.CLINICIAN,
             ),
         )
     return redirect(url)

@@ -101,20 +101,32 @@ def visit_scope(public_id: str) -> Iterator[Visit | None]:
 
 
 def visit_zone(visit: Visit) -> ZoneInfo:
-    """The time zone the visit's times are shown in: its endpoint's (the clinic's)."""
+    """The time zone the visit's times are shown in: the department's (from the scheduling feed),
+    else its endpoint's (the clinic's)."""
     try:
-        return ZoneInfo(visit.endpoint.time_zone or "UTC")
+        return ZoneInfo(visit.time_zone or visit.endpoint.time_zone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
 
 
-def scheduled_display(visit: Visit) -> str:
-    """The scheduled start in the endpoint's time zone, or '' when the EHR gave none."""
+def scheduled_display(visit: Visit, *, for_clinician: bool = False) -> str:
+    """The scheduled start and end in the department's time zone; '' when the EHR gave none.
+
+    A visit the EHR had no appointment for is labelled unscheduled (for the clinician: why).
+    """
+    label = ""
+    if visit.unscheduled:
+        label = "Unscheduled visit (the EHR has no appointment for it)" if for_clinician else "Unscheduled visit"
     if not visit.scheduled_start:
-        return ""
+        return label
     zone = visit_zone(visit)
     local = timezone.localtime(visit.scheduled_start, zone)
-    return f"{dateformat.format(local, 'l j F Y, H:i')} ({zone.key})"
+    text = dateformat.format(local, "l j F Y, H:i")
+    if visit.scheduled_end and visit.scheduled_end > visit.scheduled_start:
+        end = timezone.localtime(visit.scheduled_end, zone)
+        text += f"–{dateformat.format(end, 'H:i' if end.date() == local.date() else 'l j F Y, H:i')}"
+    text = f"{text} ({zone.key})"
+    return f"{text} · {label}" if label else text
 
 
 def _labels_for(visit: Visit) -> dict[str, str]:

@@ -168,7 +168,7 @@ def _console_page(
         "visits/console.html",
         {
             "visit": visit,
-            "scheduled": scheduled_display(visit),
+            "scheduled": scheduled_display(visit, for_clinician=True),
             "zone": visit_zone(visit).key,
             "panel": console_panel(access),
             "clinician_join_url": clinician_join_url,
