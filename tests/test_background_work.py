@@ -297,3 +297,20 @@ def test_retry_now_on_a_day_being_built_builds_it_again_after_never_alongside(
     assert [c[0] for c in calls].count("built") == 1
     assert job.state == RollupJobState.DUE and not job.again
     assert calls[-1] == ("queued", "reports.tasks.rollup_job_build", pk)
+
+
+def test_support_staff_see_roll_up_jobs_and_retry_a_failed_day(admin_client, org_a, monkeypatch):
+    monkeypatch.setattr("connector.background.async_task", lambda *a, **k: None)
+    with tenant_scope(org_a):
+        job = RollupJob.objects.create(
+            tenant=org_a, day=date(2026, 4, 1), state=RollupJobState.FAILED, attempts=3, last_error="boom"
+        )
+    page = admin_client.get("/admin/reports/rollupjob/")
+    assert page.status_code == 200 and b"boom" in page.content
+    response = admin_client.post(
+        "/admin/reports/rollupjob/", {"action": "retry_now", "_selected_action": [job.pk]}, follow=True
+    )
+    assert b"1 day(s) queued again" in response.content
+    with all_tenants():
+        job.refresh_from_db()
+    assert (job.state, job.attempts, job.last_error) == (RollupJobState.DUE, 0, "")
