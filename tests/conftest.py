@@ -428,3 +428,24 @@ def _forget_feed_setup():
     feed_setup_forget()
     yield
     feed_setup_forget()
+
+
+# --- the third-party SMART on FHIR peer (../shared/peers) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def smart_peer():
+    """smart-launcher-v2 + Medplum, running on 127.0.0.1 (see tests/support/smart_peer.py).
+
+    Skipped locally when it cannot start; in CI (CI=true) that is a failure instead.
+    """
+    from tests.support.smart_peer import PeerUnavailable, ensure_running, peer_from_environment
+
+    peer = peer_from_environment()
+    try:
+        ensure_running(peer)
+    except PeerUnavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"the SMART peer is required in CI: {error}")
+        pytest.skip(f"the SMART peer is not available: {error}")
+    return peer
