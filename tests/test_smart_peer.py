@@ -23,7 +23,12 @@ def test_the_peer_serves_the_seeded_appointment_with_its_filler_identifier(smart
 def test_an_ehr_launch_from_the_peer_carries_iss_and_launch_only(smart_peer):
     response = requests.get(
         f"{smart_peer.launcher_url}/launcher",
-        params={"launch_uri": "http://127.0.0.1:9/launch/provider", "fhir_ver": "4", "patient": "p1", "provider": "dr1"},
+        params={
+            "launch_uri": "http://127.0.0.1:9/launch/provider",
+            "fhir_ver": "4",
+            "patient": "p1",
+            "provider": "dr1",
+        },
         allow_redirects=False,
         timeout=10,
     )
