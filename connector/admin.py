@@ -226,15 +226,27 @@ class WriteBackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now")
     def retry_now(self, request, queryset):
+        from django.db.models import Q
         from django.utils import timezone
-        from django_q.tasks import async_task
 
-        rows = list(queryset.exclude(state=WriteBackState.SENT).values_list("pk", flat=True))
-        WriteBack.objects.filter(pk__in=rows).update(
-            state=WriteBackState.PENDING, next_attempt_at=timezone.now()
+        from connector.background import queue_after_commit
+
+        now = timezone.now()
+        # Never a write that is being sent now (its lease has not ended): it would be written twice.
+        retryable = Q(state__in=[WriteBackState.PENDING, WriteBackState.FAILED]) | Q(
+            state=WriteBackState.SENDING, next_attempt_at__lte=now
         )
+        rows = list(queryset.filter(retryable).values_list("pk", flat=True))
+        rows = [
+            pk
+            for pk in rows
+            if WriteBack.objects.filter(retryable, pk=pk).update(state=WriteBackState.PENDING, next_attempt_at=now)
+        ]
         for pk in rows:
-            async_task("connector.tasks.write_back_send", pk)
+            queue_after_commit("connector.tasks.write_back_send", pk)
+        busy = queryset.filter(state=WriteBackState.SENDING, next_attempt_at__gt=now).count()
+        if busy:
+            self.message_user(request, f"{busy} write-back(s) are being sent now and were left alone.")
         self.message_user(request, f"{len(rows)} write-back(s) queued again.", messages.SUCCESS)
 
     def has_add_permission(self, request) -> bool:

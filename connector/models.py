@@ -51,6 +51,9 @@ class FhirEndpoint(TenantOwnedModel):
     validation_step = models.CharField(
         max_length=40, blank=True, help_text="The step a running validation is at."
     )
+    # While VALIDATING: when the sweeper queues the validation again (its worker died).
+    validation_lease_until = models.DateTimeField(null=True, blank=True)
+    validation_attempts = models.PositiveSmallIntegerField(default=0)
     last_validation = models.JSONField(default=dict, blank=True)
     last_validated_at = models.DateTimeField(null=True, blank=True)
     write_back_enabled = models.BooleanField(
@@ -61,7 +64,9 @@ class FhirEndpoint(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    history = HistoricalRecords(excluded_fields=["validation_step"])
+    history = HistoricalRecords(
+        excluded_fields=["validation_step", "validation_lease_until", "validation_attempts"]
+    )
 
     class Meta:
         ordering = ["environment", "label"]

@@ -4,8 +4,9 @@ from django_q.models import Schedule
 
 SCHEDULES = [
     {
-        "name": "write-back retries",
-        "func": "connector.tasks.write_back_retry_due",
+        # Queues again whatever a lost task left in progress, and due write-backs (connector/sweeper.py).
+        "name": "sweep work whose lease ended",
+        "func": "connector.tasks.work_sweep",
         "schedule_type": Schedule.MINUTES,
         "minutes": 1,
         "repeats": -1,

@@ -1,55 +1,39 @@
-"""Background tasks of the core app. Each takes primary keys, scopes to the tenant and calls one service."""
+"""Background tasks of the core app: each is called with a primary key, runs in the row's tenant scope
+and calls one service (see connector/background.py). Tasks are nudges: connector/sweeper.py queues
+again whatever a lost task left behind."""
 
 from __future__ import annotations
 
-from connector.models import FhirEndpoint
-from tenants.scoping import all_tenants, tenant_scope
+from connector.background import tenant_task
+from connector.models import FhirEndpoint, WriteBack
 
 
-def endpoint_validate(endpoint_pk: int, config_version: int | None = None) -> str:
+@tenant_task(FhirEndpoint)
+def endpoint_validate(endpoint: FhirEndpoint, config_version: int | None = None) -> str:
     from connector.services.endpoints import endpoint_validate as validate
 
-    with all_tenants():
-        endpoint = FhirEndpoint.objects.select_related("tenant").filter(pk=endpoint_pk).first()
-    if endpoint is None:
-        return "gone"
-    with tenant_scope(endpoint.tenant):
-        endpoint = validate(endpoint=endpoint, config_version=config_version)
-    return endpoint.status
+    return validate(endpoint=endpoint, config_version=config_version).status
 
 
-def write_back_send(write_back_pk: int) -> str:
-    from connector.models import WriteBack
+@tenant_task(WriteBack)
+def write_back_send(write: WriteBack) -> str:
     from connector.write_back_sender import write_back_send as send
 
-    with all_tenants():
-        write = WriteBack.objects.select_related("tenant").filter(pk=write_back_pk).first()
-    if write is None:
-        return "gone"
-    with tenant_scope(write.tenant):
-        return send(write_back_pk=write_back_pk)
+    return send(write_back_pk=write.pk)
+
+
+def work_sweep() -> dict:
+    """Scheduled every minute: queue again every piece of work whose lease ended (connector/sweeper.py)."""
+    from connector.sweeper import work_sweep as sweep
+
+    return sweep()
 
 
 def write_back_retry_due() -> int:
-    """Scheduled every minute: queue the write-backs whose backoff has passed."""
-    from django.utils import timezone
-    from django_q.tasks import async_task
+    """Queue the write-backs that are due (the sweeper's write-back step); returns how many."""
+    from connector.sweeper import write_backs_recover
 
-    from connector.models import WriteBack, WriteBackState
-
-    with all_tenants():
-        # Rows whose worker died mid-send come back once their lease has passed.
-        WriteBack.objects.filter(state=WriteBackState.SENDING, next_attempt_at__lte=timezone.now()).update(
-            state=WriteBackState.PENDING
-        )
-        due = list(
-            WriteBack.objects.filter(state=WriteBackState.PENDING, next_attempt_at__lte=timezone.now())
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:500]
-        )
-    for pk in due:
-        async_task("connector.tasks.write_back_send", pk)
-    return len(due)
+    return write_backs_recover()
 
 
 def launch_states_purge() -> int:

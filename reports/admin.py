@@ -16,11 +16,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from reports.models import AllotmentWarning, DailyRollup, ReportBuild
+from reports.models import AllotmentWarning, DailyRollup, ReportBuild, RollupJob
 from reports.presentation import build_report, csv_response, report_context
 from reports.registry import all_reports, get_report
 from reports.selectors import allotment_usage, usage_overview
-from reports.services import rollup_build, rollups_build_due
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
@@ -145,18 +144,52 @@ class ReportBuildAdmin(admin.ModelAdmin):
 
     @admin.action(description="Build what is due (as the nightly job)")
     def build_due(self, request, queryset):
-        built = 0
+        from reports.jobs import rollup_days_plan
+
+        days = 0
         for build in queryset.select_related("tenant"):
-            if rollups_build_due(tenant=build.tenant) is not None:
-                built += 1
-        self.message_user(request, f"Roll-ups built for {built} organization(s); the others were up to date.")
+            with tenant_scope(build.tenant):
+                days += len(rollup_days_plan(tenant=build.tenant))
+        self.message_user(request, f"{days} day(s) queued for building (see Roll-up jobs).", messages.SUCCESS)
 
     @admin.action(description="Rebuild the last 30 days")
     def rebuild_last_30_days(self, request, queryset):
+        from reports.jobs import rollup_days_mark_due
+
         last = timezone.now().date() - timedelta(days=1)
         for build in queryset.select_related("tenant"):
-            result = rollup_build(tenant=build.tenant, first=last - timedelta(days=29), last=last)
-            self.message_user(request, f"{build.tenant}: {result}", messages.SUCCESS)
+            rollup_days_mark_due(tenant=build.tenant, days=[last - timedelta(days=n) for n in range(30)])
+            self.message_user(request, f"{build.tenant}: 30 day(s) queued for building.", messages.SUCCESS)
+
+
+@admin.register(RollupJob)
+class RollupJobAdmin(admin.ModelAdmin):
+    list_display = ["day", "tenant", "state", "attempts", "lease_until", "built_at", "short_error"]
+    list_filter = ["state"]
+    list_select_related = ["tenant"]
+    search_fields = ["tenant__name", "=tenant__microsoft_tenant_id"]
+    readonly_fields = [f.name for f in RollupJob._meta.fields]
+    date_hierarchy = "day"
+    show_full_result_count = False
+    actions = ["retry_now"]
+
+    @admin.display(description="error")
+    def short_error(self, obj: RollupJob) -> str:
+        return obj.last_error[:120]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Retry now")
+    def retry_now(self, request, queryset):
+        from reports.jobs import rollup_jobs_retry
+
+        count = rollup_jobs_retry(jobs=queryset.select_related("tenant"))
+        self.message_user(
+            request,
+            f"{count} day(s) queued again; a day being built now is built once more when it ends.",
+            messages.SUCCESS,
+        )
 
 
 @admin.register(AllotmentWarning)

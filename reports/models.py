@@ -136,6 +136,42 @@ class ReportBuild(TenantOwnedModel):
         return f"Roll-ups of {self.tenant_id} built to {self.last_built_day or 'nothing yet'}"
 
 
+class RollupJobState(models.TextChoices):
+    DUE = "due", "Due"
+    BUILDING = "building", "Building"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class RollupJob(TenantOwnedModel):
+    """One organization's local day to build: the unit the nightly roll-up fans out into.
+
+    The hourly planner marks days due (and moves the organization's
+    ReportBuild bookkeeping); one task per job builds its day. A job is claimed
+    with a lease, so a worker killed mid-build delays the day by at most the
+    lease: the sweeper queues it again (connector/sweeper.py).
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    state = models.CharField(max_length=10, choices=RollupJobState.choices, default=RollupJobState.DUE)
+    # Due: when the sweeper queues it again if no task has taken it; building: when its build is presumed dead.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Marked due again while it was building (late data): built once more when this build ends.
+    again = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_at = models.DateTimeField(default=timezone.now)
+    built_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="one_rollup_job_per_day")]
+        indexes = [models.Index(fields=["state", "lease_until"], name="rollup_jobs_by_lease")]
+
+    def __str__(self) -> str:
+        return f"Roll-up of {self.day} for {self.tenant_id} ({self.get_state_display()})"
+
+
 class AllotmentWarning(TenantOwnedModel):
     """An allotment warning (80% or 100% used) emailed to the administrators, once per month."""
 

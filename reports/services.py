@@ -136,6 +136,14 @@ def rollups_build_due(*, tenant: Tenant, now: datetime | None = None) -> BuildRe
     last scheduled build.
     """
     now = now or timezone.now()
+    due = rollup_due_range(tenant=tenant, now=now)
+    if due is None:
+        return None
+    return rollup_build(tenant=tenant, first=due[0], last=due[1], now=now, scheduled=True)
+
+
+def rollup_due_range(*, tenant: Tenant, now: datetime) -> tuple[date, date] | None:
+    """The local days due for building (see `rollups_build_due`), or None when nothing is."""
     with tenant_scope(tenant):
         zones = zones_for_tenant()
         if not zones.endpoints:
@@ -155,7 +163,7 @@ def rollups_build_due(*, tenant: Tenant, now: datetime | None = None) -> BuildRe
             first = min(
                 build.last_built_day + timedelta(days=1), end - timedelta(days=REBUILD_DAYS - 1), *late
             )
-    return rollup_build(tenant=tenant, first=first, last=end, now=now, scheduled=True)
+    return first, end
 
 
 def rollups_build_all_due(*, now: datetime | None = None) -> list[BuildResult]:

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from connector.background import queue_after_commit
 from sms.backends import get_sms_backend
 from sms.backends.base import CallbackRejected
 from sms.services.inbound import delivery_report_apply, inbound_handle
@@ -24,6 +25,7 @@ CALLBACK_BACKENDS = {
     "twilio": "sms.backends.twilio.TwilioSmsBackend",
     "acs": "sms.backends.acs.AcsSmsBackend",
     "locmem": "sms.backends.locmem.LocmemSmsBackend",
+    "recording": "sms.backends.recording.RecordingSmsBackend",
 }
 
 
@@ -31,8 +33,9 @@ CALLBACK_BACKENDS = {
 @require_http_methods(["POST", "OPTIONS"])  # OPTIONS: Event Grid's CloudEvents handshake
 def provider_callback(request: HttpRequest, provider: str) -> HttpResponse:
     path = CALLBACK_BACKENDS.get(provider)
-    # The in-memory test backend's callback exists only where that backend is in use.
-    if path is None or (provider == "locmem" and getattr(settings, "SMS_BACKEND", "") != path):
+    # The test backends' callbacks exist only where that backend is in use.
+    test_backend = provider in ("locmem", "recording")
+    if path is None or (test_backend and getattr(settings, "SMS_BACKEND", "") != path):
         return JsonResponse({"error": f"No SMS callback for {provider!r}."}, status=404)
     try:
         result = get_sms_backend(path).parse_callback(request)
@@ -42,10 +45,8 @@ def provider_callback(request: HttpRequest, provider: str) -> HttpResponse:
     applied = sum(delivery_report_apply(report) for report in result.reports)
     handled = [inbound_handle(text) for text in result.inbound]
     if result.inbound:
-        from django_q.tasks import async_task
-
         # Answers to STOP / HELP go out through the dispatcher right away.
-        async_task("sms.tasks.messages_dispatch")
+        queue_after_commit("sms.tasks.messages_dispatch")
     if result.response is not None:
         return result.response
     return JsonResponse({"reports": applied, "inbound": handled}, status=200)

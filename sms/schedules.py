@@ -10,13 +10,6 @@ SCHEDULES = [
         "repeats": -1,
     },
     {
-        "name": "retry stalled phone number requests",
-        "func": "sms.tasks.phone_numbers_provision_stalled",
-        "schedule_type": Schedule.MINUTES,
-        "minutes": 15,
-        "repeats": -1,
-    },
-    {
         "name": "send due texts",
         "func": "sms.tasks.messages_dispatch",
         "schedule_type": Schedule.MINUTES,

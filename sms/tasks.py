@@ -1,13 +1,11 @@
-"""Background tasks of the SMS app. Each takes primary keys, scopes to the tenant and calls one service."""
+"""Background tasks of the SMS app: each takes a primary key, runs in the tenant scope and calls one service."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from django.db.models import Q
-from django.utils import timezone
-
+from connector.background import tenant_task
 from sms.models import NumberState, PhoneNumber, TollFreeVerification
 from tenants.scoping import all_tenants, tenant_scope
 
@@ -16,17 +14,12 @@ logger = logging.getLogger(__name__)
 STALLED_REQUEST = timedelta(minutes=30)  # a requested row this old has no task left to run it
 
 
-def phone_number_provision(phone_number_pk: int) -> str:
+@tenant_task(PhoneNumber)
+def phone_number_provision(number: PhoneNumber) -> str:
     """Search and buy the number of one request. A temporary provider error is raised, so django-q retries."""
     from sms.services.numbers import phone_number_provision as provision
 
-    with all_tenants():
-        number = PhoneNumber.objects.select_related("tenant").filter(pk=phone_number_pk).first()
-    if number is None:
-        return "gone"
-    with tenant_scope(number.tenant):
-        number = provision(phone_number=number)
-    return number.state
+    return provision(phone_number=number).state
 
 
 def phone_number_refresh_verifications() -> int:
@@ -54,24 +47,10 @@ def phone_number_refresh_verifications() -> int:
 
 
 def phone_numbers_provision_stalled() -> int:
-    """Scheduled: queue requests that have no task left (retries used up, or a worker died mid-purchase)."""
-    from django_q.tasks import async_task
+    """The former schedule's name (a queued run during an upgrade still finds it): the sweeper does it now."""
+    from connector.sweeper import phone_numbers_recover
 
-    from sms.services.numbers import STALE_CLAIM
-
-    now = timezone.now()
-    with all_tenants():
-        stalled = list(
-            PhoneNumber.objects.filter(
-                Q(state=NumberState.REQUESTED, updated_at__lt=now - STALLED_REQUEST)
-                | Q(state=NumberState.PROVISIONING, updated_at__lt=now - STALE_CLAIM)
-            )
-            .order_by("updated_at")
-            .values_list("pk", flat=True)[:100]
-        )
-    for pk in stalled:
-        async_task("sms.tasks.phone_number_provision", pk)
-    return len(stalled)
+    return phone_numbers_recover()
 
 
 def messages_dispatch() -> dict:
@@ -79,7 +58,13 @@ def messages_dispatch() -> dict:
     from sms.services.dispatch import messages_dispatch as dispatch
 
     result = dispatch()
-    return {"claimed": result.claimed, "sent": result.sent, "retried": result.retried, "failed": result.failed}
+    return {
+        "claimed": result.claimed,
+        "sent": result.sent,
+        "retried": result.retried,
+        "failed": result.failed,
+        "held": result.held,
+    }
 
 
 def appointment_phones_purge() -> int:

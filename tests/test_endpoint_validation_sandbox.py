@@ -228,7 +228,7 @@ def test_localhost_itself_is_refused_once_it_is_no_longer_allowed(sandbox, org_b
 
 def test_a_validation_queued_for_an_old_configuration_is_dropped(sandbox, org_a, monkeypatch):
     queued: list[tuple] = []
-    monkeypatch.setattr(endpoint_services, "async_task", lambda func, *args, **kwargs: queued.append(args))
+    monkeypatch.setattr("connector.background.async_task", lambda func, *args, **kwargs: queued.append(args))
     endpoint = add_endpoint(org_a, fhir_base(sandbox, "r4"))
     with tenant_scope(org_a):
         endpoint = endpoint_request_validation(endpoint=endpoint)

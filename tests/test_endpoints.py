@@ -161,7 +161,7 @@ def api_path(tenant, rest=""):
 
 def test_an_administrator_creates_an_endpoint_and_validation_starts(api_as, admin_a, org_a, monkeypatch):
     queued = []
-    monkeypatch.setattr("connector.services.endpoints.async_task", lambda *a, **k: queued.append(a))
+    monkeypatch.setattr("connector.background.async_task", lambda *a, **k: queued.append(a))
     client = api_as(admin_a)
     response = client.post(
         api_path(org_a, "endpoints/"),

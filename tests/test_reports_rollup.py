@@ -573,7 +573,10 @@ def test_a_warning_that_failed_to_send_is_tried_again(org_a, admin_a):
     assert len(mail.outbox) == 1
 
 
-def test_the_scheduled_task_builds_every_organization_and_warns(org_a, org_b, admin_a):
+def test_the_scheduled_task_builds_every_organization_and_warns(
+    org_a, org_b, admin_a, django_capture_on_commit_callbacks
+):
+    from reports.models import RollupJob
     from reports.tasks import reports_build_due
 
     org_a.monthly_visit_allotment = 1
@@ -581,10 +584,20 @@ def test_the_scheduled_task_builds_every_organization_and_warns(org_a, org_b, ad
     with time_machine.travel(at(NY, 2026, 4, 1, 12), tick=False):
         make_visit(org_a, make_endpoint(org_a), start=at(NY, 2026, 4, 1, 9))
         make_visit(org_b, make_endpoint(org_b), start=at(NY, 2026, 4, 1, 9))
-    with time_machine.travel(datetime(2026, 4, 2, 6, 30, tzinfo=UTC), tick=False):
+    with (
+        time_machine.travel(datetime(2026, 4, 2, 6, 30, tzinfo=UTC), tick=False),
+        django_capture_on_commit_callbacks(execute=True) as builds,
+    ):
         summary = reports_build_due()
-    assert summary.startswith("2 organization(s) built")
+    # One planning task per organization, then one build task per organization and day.
+    assert summary == "2 organization(s) planned"
+    assert len(builds) == 2
     assert len(stored(org_a)) == 1 and len(stored(org_b)) == 1
+    with all_tenants():
+        assert {(j.tenant_id, j.day, j.state) for j in RollupJob.objects.all()} == {
+            (org_a.pk, date(2026, 4, 1), "done"),
+            (org_b.pk, date(2026, 4, 1), "done"),
+        }
     assert len(mail.outbox) == 1
 
 

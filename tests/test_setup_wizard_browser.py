@@ -18,7 +18,6 @@ from playwright.sync_api import Page, expect
 from connector import tasks
 from connector.models import EndpointStatus, FhirEndpoint, RecordKind
 from connector.sandbox_ehr.seed import seed_sandbox_ehr
-from connector.services import endpoints as endpoint_services
 from tenants.models import Role
 from tenants.scoping import tenant_scope
 from tests.conftest import make_member
@@ -126,7 +125,7 @@ def test_an_epic_organization_configures_gets_approval_and_reviews_its_records(
         "request", lambda request: status_polls.append(request.url) if "/status.json" in request.url else None
     )
     with monkeypatch.context() as m:
-        m.setattr(endpoint_services, "async_task", lambda func, *args, **kwargs: queued.append((func, args)))
+        m.setattr("connector.background.async_task", lambda func, *args, **kwargs: queued.append((func, args)))
         add_endpoint(admin, base_url, "Main campus", "America/New_York")
     assert [func for func, _ in queued] == ["connector.tasks.endpoint_validate"]
     row = endpoint_row(admin, "Main campus")

@@ -52,7 +52,7 @@ def test_two_dispatchers_never_send_a_message_twice(org_a, settings):
     def dispatcher():
         barrier.wait()
         try:
-            results.append(messages_dispatch(batch=20))
+            results.append(messages_dispatch())
         finally:
             connection.close()
 

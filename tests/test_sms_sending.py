@@ -219,20 +219,6 @@ def test_an_unverified_toll_free_number_holds_texts_to_us_phones(org_a):
     assert message.state == "scheduled" and "not verified" in message.error
 
 
-@time_machine.travel(at("2026-12-01 10:00", NY), tick=False)
-def test_a_dispatcher_killed_mid_send_never_sends_twice(org_a):
-    endpoint = sms_ready_endpoint(org_a)
-    apply(endpoint, siu(start=at("2026-12-03 14:00", NY)))
-    with tenant_scope(org_a):
-        OutboundMessage.objects.filter(kind="confirmation").update(
-            state="sending", lease_until=timezone.now() - timedelta(seconds=1)
-        )
-    messages_dispatch()
-    [message] = scheduled(org_a, kind="confirmation")
-    assert message.state == "failed" and "not sent again" in message.error
-    assert locmem.outbox == []
-
-
 def post_callback(client, payload):
     return client.post(
         "/sms/callbacks/locmem/",
@@ -243,7 +229,7 @@ def post_callback(client, payload):
 
 
 @time_machine.travel(at("2026-12-01 10:00", NY), tick=False)
-def test_stop_opts_out_cancels_pending_texts_and_confirms_once(client, org_a):
+def test_stop_opts_out_cancels_pending_texts_and_confirms_once(client, org_a, django_capture_on_commit_callbacks):
     endpoint = sms_ready_endpoint(org_a)
     apply(endpoint, siu(start=at("2026-12-03 14:00", NY)))
     inbound = {
@@ -252,12 +238,13 @@ def test_stop_opts_out_cancels_pending_texts_and_confirms_once(client, org_a):
         "body": " stop ",
         "provider_message_id": "in-1",
     }
-    assert post_callback(client, {"inbound": [inbound]}).status_code == 200
-    post_callback(client, {"inbound": [inbound]})  # delivered twice by the provider
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        assert post_callback(client, {"inbound": [inbound]}).status_code == 200
+        post_callback(client, {"inbound": [inbound]})  # delivered twice by the provider
+    assert len(queued) == 2  # a dispatch queued after each callback's commit, which sent the answer
     with tenant_scope(org_a):
         assert OptOut.objects.get().active
     assert {m.state for m in scheduled(org_a, kind="reminder")} == {"cancelled"}
-    messages_dispatch()
     bodies = [t.body for t in locmem.outbox]
     assert len(bodies) == 1 and "no more texts" in bodies[0]
     # A later appointment for that number schedules nothing.

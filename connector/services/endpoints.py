@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
-from django_q.tasks import async_task
 
+from connector.background import queue_after_commit
 from connector.endpoint_checks import check_fhir_endpoint, normalize_fhir_base_url
 from connector.models import EhrApprover, EndpointStatus, Environment, FhirEndpoint
 from connector.services.records import integration_records_mark_out_of_date, integration_records_produce
 from tenants.models import EhrVendor, Tenant
 
 logger = logging.getLogger(__name__)
+
+# A validation makes a few HTTP calls with timeouts; a run holding it longer than this has died.
+VALIDATION_LEASE = timedelta(minutes=4)
+# Queued again this many times after its worker died, then given up with a message.
+VALIDATION_MAX_ATTEMPTS = 3
 
 
 def _vendor_needs_approval(tenant: Tenant) -> bool:
@@ -138,14 +145,20 @@ def endpoint_request_validation(*, endpoint: FhirEndpoint) -> FhirEndpoint:
     """Queue a validation; the page polls the endpoint's status for progress."""
     if endpoint.status == EndpointStatus.DISABLED:
         raise ValidationError("This endpoint is disabled; enable it before validating.", code="disabled")
+    now = timezone.now()
     claimed = (
         FhirEndpoint.objects.filter(pk=endpoint.pk)
         .exclude(status=EndpointStatus.VALIDATING)
-        .update(status=EndpointStatus.VALIDATING, validation_step="queued", updated_at=timezone.now())
+        .update(
+            status=EndpointStatus.VALIDATING,
+            validation_step="queued",
+            validation_lease_until=now + VALIDATION_LEASE,
+            validation_attempts=0,
+            updated_at=now,
+        )
     )
     if claimed:
-        pk, version = endpoint.pk, endpoint.config_version
-        transaction.on_commit(lambda: async_task("connector.tasks.endpoint_validate", pk, version))
+        queue_after_commit("connector.tasks.endpoint_validate", endpoint.pk, endpoint.config_version)
     endpoint.refresh_from_db()
     return endpoint
 
@@ -166,6 +179,11 @@ def endpoint_validate(*, endpoint: FhirEndpoint, config_version: int | None = No
         FhirEndpoint.objects.filter(pk=endpoint.pk).update(validation_step=step)
 
     version_checked = endpoint.config_version
+    # This run holds the validation for one lease; if its worker dies, the sweeper queues it again.
+    FhirEndpoint.objects.filter(pk=endpoint.pk, status=EndpointStatus.VALIDATING).update(
+        validation_lease_until=timezone.now() + VALIDATION_LEASE,
+        validation_attempts=F("validation_attempts") + 1,
+    )
     progress("started")
     result = check_fhir_endpoint(endpoint.base_url, progress=progress)
     endpoint.refresh_from_db()
@@ -192,6 +210,47 @@ def endpoint_validate(*, endpoint: FhirEndpoint, config_version: int | None = No
             integration_records_produce(endpoint=endpoint)
     logger.info("endpoint %s validated: %s (%s)", endpoint.pk, result.ok, result.code)
     return endpoint
+
+
+def endpoint_validation_recover(*, endpoint: FhirEndpoint) -> str:
+    """A validation whose lease ended (its task was lost or its worker died): queue it again.
+
+    After VALIDATION_MAX_ATTEMPTS runs that died, the endpoint goes back to
+    draft with a message instead, so a check that kills its worker every time
+    does not loop forever. Returns "queued", "given up" or "" (someone else
+    moved the endpoint meanwhile).
+    """
+    now = timezone.now()
+    mine = FhirEndpoint.objects.filter(
+        pk=endpoint.pk,
+        status=EndpointStatus.VALIDATING,
+        validation_lease_until=endpoint.validation_lease_until,
+    )
+    if endpoint.validation_attempts >= VALIDATION_MAX_ATTEMPTS:
+        result = {
+            "ok": False,
+            "code": "interrupted",
+            "message": (
+                f"The validation stopped {endpoint.validation_attempts} times before it finished (the worker "
+                "running it was stopped). Check that the FHIR server answers, then validate again."
+            ),
+            "checked_at": now.isoformat(),
+            "details": {},
+        }
+        given_up = mine.update(
+            status=EndpointStatus.DRAFT,
+            validation_step="",
+            validation_lease_until=None,
+            last_validation=result,
+            last_validated_at=now,
+            updated_at=now,
+        )
+        return "given up" if given_up else ""
+    if not mine.update(validation_lease_until=now + VALIDATION_LEASE, validation_step="queued again"):
+        return ""
+    queue_after_commit("connector.tasks.endpoint_validate", endpoint.pk, endpoint.config_version)
+    logger.info("endpoint %s: validation queued again after its lease ended", endpoint.pk)
+    return "queued"
 
 
 def ehr_approvers_set(*, tenant: Tenant, usernames: list[str]) -> list[EhrApprover]:

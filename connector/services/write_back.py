@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from django.db import IntegrityError, transaction
-from django_q.tasks import async_task
 
+from connector.background import queue_after_commit
 from connector.models import EventKind, Visit, VisitEvent, WriteBack
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _queue(*, visit: Visit, kind: str, dedupe_key: str, payload: dict) -> WriteB
     except IntegrityError:
         return None  # already queued: events may arrive twice
     pk = write.pk
-    transaction.on_commit(lambda: async_task("connector.tasks.write_back_send", pk))
+    queue_after_commit("connector.tasks.write_back_send", pk)
     return write
 
 

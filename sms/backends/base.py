@@ -221,6 +221,19 @@ class BaseSmsBackend:
         """
         raise NotImplementedError
 
+    def find_sent(self, *, from_number: str, to_number: str, since: datetime) -> SentMessage | None:
+        """After a dispatcher died mid-send: the text if the provider accepted it, None if it did not.
+
+        Asks the provider's message history for a text from `from_number` to
+        `to_number` accepted at or after `since` (the moment the text was
+        claimed). Another text to the same number after that moment also
+        counts: that errs on the side of not sending twice. Raises
+        `NotImplementedError` where the provider has no such API (the text is
+        then marked "outcome unknown" and never resent blindly), `SmsError`
+        when the provider cannot answer now (asked again later).
+        """
+        raise NotImplementedError
+
     def search_number(self, *, country: str, toll_free: bool) -> AvailableNumber:
         """Find one number able to send and receive texts in `country` (ISO 3166 alpha-2).
 

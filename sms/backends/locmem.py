@@ -11,7 +11,7 @@
     locmem.reset()           # all of the above emptied, IDs from 1 again
 
 Failures: every call that would reach a provider (send, search_number,
-purchase_number, find_number, release_number and the two verification calls)
+purchase_number, find_number, release_number, find_sent and the two verification calls)
 first takes `fail_next`, else the first entry of `failures`; an SmsError is
 raised, None lets that call through. So `failures = [None, error]` lets a
 search succeed and fails the purchase after it.
@@ -131,6 +131,13 @@ class LocmemSmsBackend(BaseSmsBackend):
         text = LocmemText(from_number, to_number, body, f"locmem-msg-{next(_message_ids)}")
         outbox.append(text)
         return SentMessage(provider_message_id=text.provider_message_id)
+
+    def find_sent(self, *, from_number: str, to_number: str, since: datetime) -> SentMessage | None:
+        self._call("find_sent")
+        for text in outbox:
+            if (text.from_number, text.to_number) == (from_number, to_number):
+                return SentMessage(provider_message_id=text.provider_message_id)
+        return None
 
     def search_number(self, *, country: str, toll_free: bool) -> AvailableNumber:
         self._call("search_number")

@@ -1,7 +1,7 @@
 """SMS notifications: consent, numbers, settings, certificates, appointments, messages, opt-outs."""
 
 from sms.models.appointments import Appointment, AppointmentStatus, ProcessedMessage
-from sms.models.messages import MessageKind, MessageState, OptOut, OutboundMessage
+from sms.models.messages import MessageKind, MessageState, OptOut, OutboundMessage, PendingDeliveryReport
 from sms.models.setup import (
     NumberState,
     PhoneNumber,
@@ -19,6 +19,7 @@ __all__ = [
     "NumberState",
     "OptOut",
     "OutboundMessage",
+    "PendingDeliveryReport",
     "PhoneNumber",
     "ProcessedMessage",
     "SigningCertificate",

@@ -27,6 +27,10 @@ class MessageState(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # A dispatcher died mid-send and the provider cannot tell whether the text went: never resent blindly.
+    UNKNOWN = "unknown", "Outcome unknown"
+    # Not sent: the patient's number reached the organization's cap of texts per day or week.
+    HELD = "held", "Held back"
 
 
 class OutboundMessage(TenantOwnedModel):
@@ -74,6 +78,8 @@ class OutboundMessage(TenantOwnedModel):
                 condition=~models.Q(provider_message_id=""),
             ),
             models.Index(fields=["tenant", "created_at"]),
+            # The cap per patient number and STOP look up a number's texts.
+            models.Index(fields=["tenant", "to_hash"], name="outbound_by_number"),
         ]
 
     def __str__(self) -> str:
@@ -97,3 +103,22 @@ class OptOut(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"…{self.number_last_four} ({'opted out' if self.active else 'opted in again'})"
+
+
+class PendingDeliveryReport(models.Model):
+    """A delivery report that named no known text yet: its send is still being recorded.
+
+    The provider may call back before the dispatcher has written down the
+    provider's message ID (the send and the record are separate commits). The
+    report waits here and is applied when the text is recorded (or reconciled);
+    reports older than a day are dropped by the sweeper. Holds no patient data.
+    """
+
+    provider_message_id = models.CharField(max_length=200, db_index=True)
+    status = models.CharField(max_length=10)
+    error = models.TextField(blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.status} report for {self.provider_message_id}"

@@ -23,6 +23,18 @@ class SmsConsent(TenantOwnedModel):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     patient_consent_confirmed_at = models.DateTimeField(null=True, blank=True)
+    # The healthcare exemption's limits (one text a day, three a week per patient number).
+    # Answers to STOP, START and HELP are not counted and never held.
+    texts_per_day = models.PositiveSmallIntegerField(
+        "texts per patient number per day",
+        default=1,
+        help_text="Texts beyond this many to one number in 24 hours are held back (0: no limit).",
+    )
+    texts_per_week = models.PositiveSmallIntegerField(
+        "texts per patient number per week",
+        default=3,
+        help_text="Texts beyond this many to one number in 7 days are held back (0: no limit).",
+    )
 
     history = HistoricalRecords()
 

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
+from connector.background import queue_after_commit
 from connector.models import FhirEndpoint
 from connector.row_insert import rows_insert
 from sms.models import (
@@ -205,7 +205,7 @@ def _queue_dispatch_soon() -> None:
     if now - _DISPATCH_QUEUED_AT[0] < DISPATCH_DEBOUNCE_SECONDS:
         return
     _DISPATCH_QUEUED_AT[0] = now
-    transaction.on_commit(lambda: async_task("sms.tasks.messages_dispatch"))
+    queue_after_commit("sms.tasks.messages_dispatch")
 
 
 def _cancel_pending(appointment: Appointment, kinds: list[str]) -> int:

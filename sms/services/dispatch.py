@@ -1,18 +1,25 @@
 """The dispatcher: claims due texts atomically, renders them, sends them through the backend.
 
-Exactly once: a message is claimed (scheduled -> sending) by one dispatcher in
-one UPDATE (PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED), so two dispatchers
-never take the same row. A dispatcher killed after claiming leaves the row in
-`sending`; when its lease runs out the row is marked failed ("outcome unknown")
-rather than sent again, because the provider may already have delivered it.
+One text at a time: claim, commit, call, record. A text is claimed
+(scheduled -> sending, with a lease) by one dispatcher in its own committed
+transaction (PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, then a conditional
+UPDATE), so two dispatchers never take the same row; the provider is called
+with no transaction open; the outcome is recorded in a second commit, only
+while the claim is still ours. A delivery callback that comes before that
+record waits as a PendingDeliveryReport and is applied by it.
+
+A dispatcher killed after claiming leaves the row in `sending`; when its lease
+runs out the sweeper reconciles it with the provider's message history
+(`sms.services.recovery`): found means sent, not found means due again, and a
+provider without such an API leaves it "outcome unknown", never resent.
 Temporary provider errors go back to `scheduled` with backoff; 429s pause the
-number for Retry-After; permanent errors stop.
+number for Retry-After; permanent errors stop. Texts beyond the organization's
+cap per patient number are held back (`sms.services.caps`).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,6 +36,7 @@ from sms.backends.base import SmsError
 from sms.models import MessageKind, MessageState, OptOut, OutboundMessage, SmsSettings
 from sms.phones import region_of
 from sms.selectors import number_is_opted_out, sending_blocker
+from sms.services.caps import patient_cap_reason
 from sms.texts import DATE_FORMATS, TIME_FORMATS, render, template_for
 from tenants.scoping import all_tenants, tenant_scope
 
@@ -51,34 +59,46 @@ class DispatchResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _claim(batch: int) -> list[int]:
-    now = timezone.now()
-    # This dispatcher's own lease end marks its claim (a random microsecond keeps two apart).
-    lease_until = now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
-    with transaction.atomic():
-        due = OutboundMessage.objects.filter(state=MessageState.SCHEDULED, send_at__lte=now).order_by(
-            "send_at", "pk"
-        )
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True)
-        ids = list(due.values_list("pk", flat=True)[:batch])
-        if not ids:
-            return []
-        # The state condition again: on databases without row locks the UPDATE decides.
-        claimed = OutboundMessage.objects.filter(pk__in=ids, state=MessageState.SCHEDULED)
-        claimed.update(state=MessageState.SENDING, lease_until=lease_until, attempts=F("attempts") + 1)
-        return list(
-            OutboundMessage.objects.filter(
-                pk__in=ids, state=MessageState.SENDING, lease_until=lease_until
-            ).values_list("pk", flat=True)
-        )
+def lease_length() -> timedelta:
+    """How long a claimed text stays "sending" before the sweeper reconciles it.
+
+    Longer than the task timeout: django-q2 kills a task at its timeout, so
+    when a lease ends the dispatcher that took it is certainly gone.
+    """
+    timeout = int(getattr(settings, "Q_CLUSTER", {}).get("timeout", 120))
+    return max(LEASE, timedelta(seconds=2 * timeout))
 
 
-def _expire_leases() -> int:
-    return OutboundMessage.objects.filter(state=MessageState.SENDING, lease_until__lt=timezone.now()).update(
-        state=MessageState.FAILED,
-        error="The dispatcher stopped while sending; the outcome is unknown, so it is not sent again.",
-    )
+def claiming_budget() -> float:
+    """Seconds a dispatch run may keep claiming: half the task timeout, so it ends well before it."""
+    timeout = int(getattr(settings, "Q_CLUSTER", {}).get("timeout", 120))
+    return float(getattr(settings, "SMS_DISPATCH_BUDGET_SECONDS", timeout / 2))
+
+
+def _claim_one() -> OutboundMessage | None:
+    """Claim the next due text (scheduled -> sending, with a lease) in its own committed transaction."""
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            due = OutboundMessage.objects.filter(state=MessageState.SCHEDULED, send_at__lte=now).order_by(
+                "send_at", "pk"
+            )
+            if connection.features.has_select_for_update_skip_locked:
+                due = due.select_for_update(skip_locked=True)
+            pk = due.values_list("pk", flat=True).first()
+            if pk is None:
+                return None
+            # The state condition again: on databases without row locks the UPDATE decides.
+            claimed = OutboundMessage.objects.filter(pk=pk, state=MessageState.SCHEDULED).update(
+                state=MessageState.SENDING, lease_until=now + lease_length(), attempts=F("attempts") + 1
+            )
+        if claimed:
+            return (  # the same row, with what sending needs (the lease is now set)
+                OutboundMessage.objects.select_related("tenant", "phone_number", "appointment__endpoint")
+                .filter(pk=pk)
+                .first()
+            )
+        # Another dispatcher took it between our read and our update: take the next one.
 
 
 def _rate_per_number() -> float:
@@ -176,10 +196,15 @@ def render_body(message: OutboundMessage, settings_row: SmsSettings | None) -> s
     return render(template_for(templates, language, message.kind), **values)
 
 
+def _mine(message: OutboundMessage):
+    """The claimed row, as long as this dispatcher still holds it (the sweeper may have taken it back)."""
+    return OutboundMessage.objects.filter(pk=message.pk, state=MessageState.SENDING, lease_until=message.lease_until)
+
+
 def _reschedule(
     message: OutboundMessage, *, after: timedelta, error: str, count_attempt: bool = True
 ) -> None:
-    OutboundMessage.objects.filter(pk=message.pk).update(
+    _mine(message).update(
         state=MessageState.SCHEDULED,
         send_at=timezone.now() + after,
         error=error[:1000],
@@ -189,7 +214,7 @@ def _reschedule(
 
 
 def _fail(message: OutboundMessage, error: str) -> None:
-    OutboundMessage.objects.filter(pk=message.pk).update(
+    _mine(message).update(
         state=MessageState.FAILED, error=error[:1000], lease_until=None
     )
 
@@ -221,18 +246,18 @@ def send_one(message: OutboundMessage, result: DispatchResult, *, pacer: Pacer, 
         _fail(message, "Not sent: the number was already purged.")
         result.failed += 1
         return
-    opted_out = memo.get("opted_out")
-    is_opted_out = (
-        (message.tenant_id, message.to_hash) in opted_out
-        if opted_out is not None
-        else number_is_opted_out(message.tenant, message.to_hash)
-    )
-    if not is_opt_answer and is_opted_out:
-        OutboundMessage.objects.filter(pk=message.pk).update(
+    if not is_opt_answer and number_is_opted_out(message.tenant, message.to_hash):
+        _mine(message).update(
             state=MessageState.CANCELLED, error="The number opted out (STOP).", lease_until=None
         )
         result.skipped += 1
         return
+    if not is_opt_answer:
+        held = patient_cap_reason(message)
+        if held:
+            _mine(message).update(state=MessageState.HELD, error=held, lease_until=None)
+            result.held += 1
+            return
     number = message.phone_number
     if number.held_for_us_recipients and region_of(message.to) == "US":
         _reschedule(
@@ -280,54 +305,56 @@ def send_one(message: OutboundMessage, result: DispatchResult, *, pacer: Pacer, 
             _reschedule(message, after=FIRST_BACKOFF * (2 ** (message.attempts - 1)), error=error.message)
             result.retried += 1
         return
-    OutboundMessage.objects.filter(pk=message.pk).update(
+    message_sent_record(message=message, provider=backend.name, provider_message_id=sent.provider_message_id)
+    result.sent += 1
+
+
+def message_sent_record(*, message: OutboundMessage, provider: str, provider_message_id: str) -> None:
+    """Write down that the provider accepted the text, then apply any report that came before this record."""
+    # The provider's word wins over whatever a sweeper concluded meanwhile (unknown, or due again).
+    recordable = [MessageState.SENDING, MessageState.UNKNOWN, MessageState.SCHEDULED]
+    OutboundMessage.objects.filter(pk=message.pk, state__in=recordable).update(
         state=MessageState.SENT,
-        provider=backend.name,
-        provider_message_id=sent.provider_message_id,
+        provider=provider,
+        provider_message_id=provider_message_id,
         sent_at=timezone.now(),
         error="",
         lease_until=None,
     )
-    result.sent += 1
+    # A delivery callback may have arrived while the send was in flight (before this
+    # commit); it waits as a PendingDeliveryReport. See delivery_report_apply.
+    from sms.services.inbound import pending_reports_apply
+
+    pending_reports_apply(provider_message_id=provider_message_id)
 
 
-def messages_dispatch(*, batch: int = 200, max_batches: int = 50) -> DispatchResult:
-    """Send every due message, batch by batch (scheduled every minute, and after new messages)."""
+def messages_dispatch(*, budget_seconds: float | None = None) -> DispatchResult:
+    """Send due texts one at a time: claim (committed), call the provider, record (committed).
+
+    No transaction is open while the provider is called or the pacer sleeps, so
+    a delivery callback can find the text as soon as it is recorded, and a
+    worker killed mid-send loses at most the one text it holds (reconciled by
+    the sweeper when its lease ends). Stops claiming after `budget_seconds`
+    (half the task timeout): the next run, or the one queued after new texts,
+    goes on.
+    """
     result = DispatchResult()
     pacer = Pacer()
     memo: dict = {}
-    with all_tenants():
-        _expire_leases()
-    for _ in range(max_batches):
+    deadline = time.monotonic() + (claiming_budget() if budget_seconds is None else budget_seconds)
+    while time.monotonic() < deadline:
         with all_tenants():
-            ids = _claim(batch)
-            messages = list(
-                OutboundMessage.objects.filter(pk__in=ids)
-                .select_related("tenant", "phone_number", "appointment__endpoint")
-                .order_by("send_at", "pk")
-            )
-        if not messages:
+            message = _claim_one()
+        if message is None:
             break
-        result.claimed += len(messages)
-        with all_tenants():
-            # The batch's opt-outs in one query (an opt-out arriving meanwhile is
-            # caught by the cancel that STOP does on scheduled texts).
-            memo["opted_out"] = set(
-                OptOut.objects.filter(active=True, number_hash__in={m.to_hash for m in messages}).values_list(
-                    "tenant_id", "number_hash"
-                )
-            )
-        # One commit per batch instead of one per message. Safe: the claims are
-        # already committed, so if this transaction is lost the rows stay
-        # "sending" and expire as failed; nothing is ever sent twice.
-        with transaction.atomic():
-            for message in messages:
-                with tenant_scope(message.tenant):
-                    try:
-                        with transaction.atomic():
-                            send_one(message, result, pacer=pacer, memo=memo)
-                    except Exception as error:  # noqa: BLE001 - one bad message must not stop the rest
-                        logger.exception("message %s could not be sent", message.pk)
-                        _fail(message, f"Internal error: {type(error).__name__}")
-                        result.failed += 1
+        result.claimed += 1
+        if time.monotonic() - memo.setdefault("read_at", time.monotonic()) > 1.0:
+            memo.clear()  # setup read at most a second ago: a suspended number stops within a second
+        with tenant_scope(message.tenant):
+            try:
+                send_one(message, result, pacer=pacer, memo=memo)
+            except Exception as error:  # noqa: BLE001 - one bad message must not stop the rest
+                logger.exception("message %s could not be sent", message.pk)
+                _fail(message, f"Internal error: {type(error).__name__}")
+                result.failed += 1
     return result

@@ -8,7 +8,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sms.backends.base import DeliveryReport, InboundText
-from sms.models import MessageKind, MessageState, OptOut, OutboundMessage, PhoneNumber, SmsSettings
+from sms.models import (
+    MessageKind,
+    MessageState,
+    OptOut,
+    OutboundMessage,
+    PendingDeliveryReport,
+    PhoneNumber,
+    SmsSettings,
+)
 from sms.phones import InvalidPhoneNumber, last_four, number_hash, to_e164
 from sms.texts import render, template_for
 from tenants.scoping import all_tenants, tenant_scope
@@ -72,7 +80,10 @@ def inbound_handle(text: InboundText) -> str:
                     opt_out.opted_out_at = timezone.now()
                     opt_out.opted_in_at = None
                     opt_out.save()
-                OutboundMessage.objects.filter(to_hash=hashed, state=MessageState.SCHEDULED).update(
+                # Not the answer to an earlier STOP still waiting to go (the provider repeats callbacks).
+                OutboundMessage.objects.filter(to_hash=hashed, state=MessageState.SCHEDULED).exclude(
+                    kind=MessageKind.OPT_OUT
+                ).update(
                     state=MessageState.CANCELLED, error="The number opted out (STOP)."
                 )
                 _answer(number, sender, MessageKind.OPT_OUT, text.provider_message_id)
@@ -94,20 +105,63 @@ def inbound_handle(text: InboundText) -> str:
 _FINAL = {MessageState.DELIVERED, MessageState.FAILED}
 
 
+def _report_apply(message_pk: int, state: str, report) -> None:
+    if report.status == "delivered":
+        OutboundMessage.objects.filter(pk=message_pk).update(
+            state=MessageState.DELIVERED, delivered_at=report.occurred_at or timezone.now()
+        )
+    elif report.status == "failed" and state != MessageState.DELIVERED:
+        OutboundMessage.objects.filter(pk=message_pk).update(
+            state=MessageState.FAILED, error=f"Not delivered: {report.error}"[:1000]
+        )
+    elif report.status == "sent" and state not in _FINAL:
+        OutboundMessage.objects.filter(pk=message_pk).update(state=MessageState.SENT)
+
+
+def _message_for(provider_message_id: str) -> tuple[int, str] | None:
+    return (
+        OutboundMessage.objects.filter(provider_message_id=provider_message_id).values_list("pk", "state").first()
+    )
+
+
 def delivery_report_apply(report: DeliveryReport) -> bool:
-    """Update the message a provider's report is about. A late 'sent' never undoes 'delivered'."""
+    """Update the message a provider's report is about. A late 'sent' never undoes 'delivered'.
+
+    A report may arrive before the dispatcher has recorded the provider's ID
+    (send and record are two steps with no transaction across the call). Such
+    a report is kept as a PendingDeliveryReport first and the lookup is made
+    again: either this lookup sees the record, or the record (committed after
+    our insert) sees the pending report (`pending_reports_apply`). Applying a
+    report twice changes nothing. Returns whether the text is known yet.
+    """
     with all_tenants():
-        message = OutboundMessage.objects.filter(provider_message_id=report.provider_message_id).first()
-        if message is None:
-            return False
-        if report.status == "delivered":
-            OutboundMessage.objects.filter(pk=message.pk).update(
-                state=MessageState.DELIVERED, delivered_at=report.occurred_at or timezone.now()
-            )
-        elif report.status == "failed" and message.state != MessageState.DELIVERED:
-            OutboundMessage.objects.filter(pk=message.pk).update(
-                state=MessageState.FAILED, error=f"Not delivered: {report.error}"[:1000]
-            )
-        elif report.status == "sent" and message.state not in _FINAL:
-            OutboundMessage.objects.filter(pk=message.pk).update(state=MessageState.SENT)
+        found = _message_for(report.provider_message_id)
+        if found is not None:
+            _report_apply(found[0], found[1], report)
+            return True
+        pending = PendingDeliveryReport.objects.create(
+            provider_message_id=report.provider_message_id[:200],
+            status=report.status,
+            error=report.error[:1000],
+            occurred_at=report.occurred_at,
+        )
+        found = _message_for(report.provider_message_id)
+        if found is None:
+            return False  # applied when the send is recorded, or dropped after a day
+        _report_apply(found[0], found[1], report)
+        pending.delete()
     return True
+
+
+def pending_reports_apply(*, provider_message_id: str) -> int:
+    """Apply the reports that came before the text was recorded (oldest first); returns how many."""
+    with all_tenants():
+        pending = list(
+            PendingDeliveryReport.objects.filter(provider_message_id=provider_message_id).order_by("occurred_at", "pk")
+        )
+        for report in pending:
+            found = _message_for(provider_message_id)
+            if found is not None:
+                _report_apply(found[0], found[1], report)
+                report.delete()
+    return len(pending)

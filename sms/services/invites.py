@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django_q.tasks import async_task
 
+from connector.background import queue_after_commit
 from connector.models import GuestInvite
 from sms.models import OutboundMessage, SmsSettings
 from sms.phones import InvalidPhoneNumber, last_four, number_hash, to_e164
@@ -50,5 +50,5 @@ def guest_invite_text(*, invite: GuestInvite, phone: str, link: str) -> Outbound
             )
     except IntegrityError as error:
         raise ValidationError("This link was already sent to that number.") from error
-    transaction.on_commit(lambda: async_task("sms.tasks.messages_dispatch"))
+    queue_after_commit("sms.tasks.messages_dispatch")
     return message

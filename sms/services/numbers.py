@@ -35,8 +35,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
+from connector.background import queue_after_commit
 from sms.backends import BaseSmsBackend, ProvisionedNumber, SmsError, get_sms_backend
 from sms.models import NumberState, PhoneNumber, SmsSettings, TollFreeVerification
 from tenants.models import Tenant
@@ -47,7 +47,7 @@ STALE_CLAIM = timedelta(minutes=15)  # a provisioning row older than this was ab
 
 
 def _queue(pk: int) -> None:
-    transaction.on_commit(lambda: async_task("sms.tasks.phone_number_provision", pk))
+    queue_after_commit("sms.tasks.phone_number_provision", pk)
 
 
 def phone_number_request(
