@@ -753,7 +753,7 @@ def test_the_discovery_only_flavors_serve_no_data(sandbox):
 def test_seeding_twice_keeps_one_copy_of_the_demo_data(db):
     call_command("seed_sandbox_ehr")
     call_command("seed_sandbox_ehr")
-    servers = {"r4", "r4-other"}
+    servers = {"r4", "r4-other", "r4-generic"}
     assert set(Resource.objects.values_list("server", flat=True)) == servers
     r4 = Resource.objects.filter(server="r4")
     assert r4.filter(resource_type="Appointment").count() == 5
