@@ -12,6 +12,13 @@ SCHEDULES = [
         "repeats": -1,
     },
     {
+        "name": "mark visits nobody started as no-shows",
+        "func": "connector.tasks.visits_mark_no_show",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 15,
+        "repeats": -1,
+    },
+    {
         "name": "purge old launch states",
         "func": "connector.tasks.launch_states_purge",
         "schedule_type": Schedule.HOURLY,

@@ -40,3 +40,12 @@ def launch_states_purge() -> int:
     from connector.services.launch import launch_states_purge as purge
 
     return purge()
+
+
+def visits_mark_no_show() -> int:
+    """Scheduled every 15 minutes: visits past their scheduled end that nobody started."""
+    from connector.services.visits import visits_mark_no_show as mark
+    from tenants.scoping import all_tenants
+
+    with all_tenants():
+        return mark()

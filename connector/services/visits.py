@@ -409,6 +409,19 @@ def visit_recompute(*, visit: Visit) -> Visit:
     return visit
 
 
+def visits_mark_no_show(*, now: datetime | None = None) -> int:
+    """Visits whose scheduled end has passed without a start become no-shows (the reports count them).
+
+    The same rule visit_recompute applies when an event arrives, for the visits no event ever
+    reaches: nobody came. A later start still wins, since every event recomputes the state.
+    Unscheduled visits without an end are never no-shows. Runs across organizations (scheduled).
+    """
+    now = now or timezone.now()
+    return Visit.objects.filter(
+        state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now
+    ).update(state=VisitState.NO_SHOW)
+
+
 def visit_presence(*, visit: Visit) -> dict:
     """Who is in the lobby and who is connected now (for the clinician's live status)."""
     present: dict[str, str] = {}

@@ -116,7 +116,9 @@ def scheduled_display(visit: Visit, *, for_clinician: bool = False) -> str:
     """
     label = ""
     if visit.unscheduled:
-        label = "Unscheduled visit (the EHR has no appointment for it)" if for_clinician else "Unscheduled visit"
+        label = (
+            "Unscheduled visit (the EHR has no appointment for it)" if for_clinician else "Unscheduled visit"
+        )
     if not visit.scheduled_start:
         return label
     zone = visit_zone(visit)
