@@ -51,7 +51,7 @@ def backend_services_token(endpoint: FhirEndpoint) -> str:
     try:
         configuration = smart_configuration_for(endpoint)
     except LaunchError as error:
-        raise WriteBackFailed(error.message, permanent=False) from error
+        raise WriteBackFailed(error.detail or error.message, permanent=False) from error
     token_endpoint = configuration["token_endpoint"]
     try:
         response = ehr_post_form(
