@@ -40,6 +40,7 @@ from tenants.models import Role
 from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import CHROMIUM_ARGS, CHROMIUM_PATH, make_member
 from tests.support.browser import pages_from
+from tests.support.sandbox import move_appointment_to_now
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -72,6 +73,7 @@ def origin(settings, live_server, org_a) -> str:
     settings.MEETING_BACKEND = "connector.meetings.demo.DemoMeetingBackend"
     settings.DEMO_SIGN_IN = True
     seed_sandbox_ehr()
+    move_appointment_to_now(APPOINTMENT)
     with tenant_scope(org_a):
         endpoint = endpoint_validate(
             endpoint=endpoint_create(

@@ -40,3 +40,29 @@ def local_path(url: str) -> str:
 
 def query_value(url: str, name: str) -> str:
     return parse_qs(urlsplit(url).query)[name][0]
+
+
+def move_appointment_to_now(
+    appointment_id: str, *, servers: tuple[str, ...] = ("r4", "r4-other", "r4-generic")
+) -> None:
+    """Start a seeded appointment (and its encounter) five minutes ago: the connector reads the schedule,
+    and a join link stops working two hours after the scheduled end, so a visit seeded for 09:00
+    is over by the afternoon."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from connector.sandbox_ehr.models import Resource
+
+    start = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    end = start + timedelta(minutes=30)
+    for row in Resource.objects.filter(server__in=servers, resource_type__in=["Appointment", "Encounter"]):
+        body = row.body
+        if row.resource_type == "Appointment" and row.fhir_id == appointment_id:
+            body.update(start=start.isoformat(), end=end.isoformat())
+        elif f"Appointment/{appointment_id}" in [a.get("reference") for a in body.get("appointment", [])]:
+            body["period"] = {"start": start.isoformat(), "end": end.isoformat()}
+        else:
+            continue
+        row.body = body
+        row.save(update_fields=["body"])
