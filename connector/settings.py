@@ -41,6 +41,10 @@ CONNECTOR_REGIONS_TEXT: str = env.str("CONNECTOR_REGIONS", default="")
 REGION_LOOKUP_SECRET: str = env.str("REGION_LOOKUP_SECRET", default="")
 REGION_LOOKUP_CACHE_SECONDS: int = env.int("REGION_LOOKUP_CACHE_SECONDS", default=60)
 
+# Where interface engines reach the MLLP listener (host:port), shown in the portal beside the
+# HTTPS feed address. Default: this deployment's public host on 2575, the HL7 MLLP port.
+MLLP_PUBLIC_ADDRESS: str = env.str("MLLP_PUBLIC_ADDRESS", default="")
+
 # Fernet keys for field-level encryption, newest first; older keys keep decrypting
 # rows written before a rotation (see connector/encryption.py).
 FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])

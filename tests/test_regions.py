@@ -376,3 +376,23 @@ def test_the_directory_needs_a_staff_sign_in(client, admin_a):
     assert client.get("/admin/region-directory/").status_code == 302
     signed_in(client, admin_a)
     assert client.get("/admin/region-directory/").status_code == 302
+
+
+# --- what a hospital configures points at its region ----------------------------------------
+
+
+def test_records_and_feed_addresses_carry_the_regional_base_url(client, org_a, admin_a, two_regions, settings):
+    from connector.models import IntegrationRecord, RecordKind
+    from tests.test_endpoints import approve_directly, make_endpoint
+
+    settings.MLLP_PUBLIC_ADDRESS = ""
+    assert config_problems() == []
+    endpoint = approve_directly(make_endpoint(org_a), admin_a)
+    with tenant_scope(org_a):
+        records = {r.kind: r for r in IntegrationRecord.objects.filter(endpoint=endpoint)}
+    assert records[RecordKind.PROVIDER_LAUNCH].launch_url == "https://us.connector.example.org/launch/provider"
+    assert records[RecordKind.SMS_CONFIGURATION].launch_url.startswith("https://us.connector.example.org/sms/ingest/")
+    signed_in(client, admin_a)
+    page = client.get("/portal/setup/sms/").content.decode()
+    assert f"https://us.connector.example.org/sms/ingest/{ORG_A_TID}/production/" in page
+    assert "us.connector.example.org:2575" in page
