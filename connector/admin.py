@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from connector.models import (
@@ -63,6 +64,7 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
         "status",
         "config_version",
         "validation_step",
+        "validation_features",
         "last_validation",
         "last_validated_at",
         "created_at",
@@ -70,6 +72,32 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
     ]
     inlines = [ApprovalInline, RecordInline]
     actions = ["validate_again"]
+
+    @admin.display(description="Features (last validation)")
+    def validation_features(self, endpoint: FhirEndpoint) -> str:
+        """Each feature of the connector and whether this server can carry it (endpoint_features.py)."""
+        features = (endpoint.last_validation.get("details") or {}).get("features") or []
+        if not features:
+            return "—"
+        words = {"available": "available", "lost": "LOST", "unconfirmed": "to confirm"}
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li><strong>{}</strong>: {}{}</li>",
+                (
+                    (
+                        words.get(f.get("status"), f.get("status")),
+                        f.get("title", ""),
+                        f" (missing: {', '.join(f['missing'])})"
+                        if f.get("missing")
+                        else (f" (not published: {', '.join(f['unconfirmed'])})" if f.get("unconfirmed") else ""),
+                    )
+                    for f in features
+                    if isinstance(f, dict)
+                ),
+            ),
+        )
 
     @admin.action(description="Validate again")
     def validate_again(self, request, queryset):

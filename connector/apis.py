@@ -22,6 +22,9 @@ from tenants.models import Role
 
 
 class EndpointSerializer(serializers.ModelSerializer):
+    # The features the last validation found lost or unconfirmed ("OK with gaps"); [] when none.
+    validation_gaps = serializers.JSONField(read_only=True)
+
     class Meta:
         model = FhirEndpoint
         fields = [
@@ -35,6 +38,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "config_version",
             "validation_step",
             "last_validation",
+            "validation_gaps",
             "last_validated_at",
             "created_at",
             "updated_at",
@@ -42,7 +46,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = [
             f
             for f in fields
-            if f not in ("base_url", "environment", "label", "time_zone", "write_back_enabled")
+            if f not in ("base_url", "environment", "label", "time_zone", "write_back_enabled", "validation_gaps")
         ]
 
 

@@ -88,6 +88,12 @@ class FhirEndpoint(TenantOwnedModel):
     def last_validation_ok(self) -> bool | None:
         return self.last_validation.get("ok") if self.last_validation else None
 
+    @property
+    def validation_gaps(self) -> list[dict]:
+        """The features the last validation found lost or unconfirmed (connector/endpoint_features.py)."""
+        features = (self.last_validation.get("details") or {}).get("features") or []
+        return [f for f in features if isinstance(f, dict) and f.get("status") in ("lost", "unconfirmed")]
+
 
 class EhrApprover(TenantOwnedModel):
     """An EHR analyst (by EHR username) who may approve the organization's endpoints (Epic)."""

@@ -153,7 +153,11 @@ def endpoint_status(request: HttpRequest, pk: int) -> JsonResponse:
             "status_display": endpoint.get_status_display(),
             "step": endpoint.validation_step,
             "ok": endpoint.last_validation.get("ok"),
+            "code": endpoint.last_validation.get("code", ""),
             "message": endpoint.last_validation.get("message", ""),
+            "gaps": [
+                {"feature": f.get("title", ""), "status": f.get("status", "")} for f in endpoint.validation_gaps
+            ],
         }
     )
 
