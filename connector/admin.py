@@ -115,7 +115,7 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
 
 @admin.register(EndpointApproval)
 class EndpointApprovalAdmin(admin.ModelAdmin):
-    list_display = ["decided_at", "endpoint", "tenant", "decision", "ehr_username", "decided_by"]
+    list_display = ["decided_at", "endpoint", "tenant", "decision", "ehr_username", "matched_as", "decided_by"]
     list_filter = ["decision", "tenant__ehr_vendor"]
     search_fields = [
         "endpoint__label",
@@ -152,7 +152,9 @@ class IntegrationRecordAdmin(SimpleHistoryAdmin):
 
 @admin.register(EhrApprover)
 class EhrApproverAdmin(SimpleHistoryAdmin):
-    list_display = ["ehr_username", "tenant", "created_at"]
+    list_display = ["ehr_username", "tenant", "last_matched_as", "last_matched_at", "created_at"]
+    list_filter = ["last_matched_as"]
+    readonly_fields = ["last_matched_as", "last_matched_at"]
     search_fields = ["ehr_username", "tenant__name", "=tenant__microsoft_tenant_id"]
     list_select_related = ["tenant"]
     autocomplete_fields = ["tenant"]
@@ -283,7 +285,8 @@ class WriteBackAdmin(admin.ModelAdmin):
 
 @admin.register(ClinicianLink)
 class ClinicianLinkAdmin(SimpleHistoryAdmin):
-    list_display = ["fhir_user", "user", "tenant", "created_at"]
+    list_display = ["fhir_user", "environment", "user", "tenant", "created_at"]
+    list_filter = ["environment"]
     search_fields = ["fhir_user", "user__username", "tenant__name"]
     list_select_related = ["user", "tenant"]
     raw_id_fields = ["user"]

@@ -69,7 +69,9 @@ def test_the_portal_wizard_shows_the_gap_and_what_it_costs(peer_endpoint, client
 
 
 def test_the_api_lists_the_gaps(peer_endpoint, api_as, admin_b, org_b):
-    response = api_as(admin_b).get(f"/api/v1/tenants/{org_b.microsoft_tenant_id}/endpoints/{peer_endpoint.pk}/")
+    response = api_as(admin_b).get(
+        f"/api/v1/tenants/{org_b.microsoft_tenant_id}/endpoints/{peer_endpoint.pk}/"
+    )
 
     assert response.status_code == 200
     body = response.json()

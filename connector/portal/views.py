@@ -86,7 +86,14 @@ def configure(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "portal/configure.html",
-        wizard_context(request, "configure", form=form, approvers_form=approvers_form, endpoints=endpoints),
+        wizard_context(
+            request,
+            "configure",
+            form=form,
+            approvers_form=approvers_form,
+            endpoints=endpoints,
+            approvers=EhrApprover.objects.all(),
+        ),
     )
 
 

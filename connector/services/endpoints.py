@@ -254,15 +254,19 @@ def endpoint_validation_recover(*, endpoint: FhirEndpoint) -> str:
 
 
 def ehr_approvers_set(*, tenant: Tenant, usernames: list[str]) -> list[EhrApprover]:
-    """Replace the list of EHR usernames allowed to approve (Epic)."""
+    """Replace the list of approvers (Epic): one EHR username, fhirUser reference or Practitioner
+    identifier per entry (connector/services/approvals.py matches them)."""
     cleaned = []
     for raw in usernames:
         name = raw.strip()
         if not name:
             continue
-        if len(name) > 150 or any(ch.isspace() for ch in name):
+        if len(name) > 500 or any(ch.isspace() for ch in name):
             raise ValidationError(
-                {"usernames": f"{name[:40]!r} is not an EHR username: one word per line, no spaces."}
+                {
+                    "usernames": f"{name[:40]!r} is not an EHR username, fhirUser or identifier: "
+                    "one word per line, no spaces."
+                }
             )
         if name.upper() not in {c.upper() for c in cleaned}:
             cleaned.append(name)

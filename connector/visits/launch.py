@@ -143,7 +143,11 @@ def _route_clinician(request: HttpRequest, visit: Visit, context: LaunchContext)
                 audience=ParticipantRole.CLINICIAN,
             ),
         )
-    link = ClinicianLink.objects.filter(fhir_user=context.fhir_user).select_related("user").first()
+    link = (
+        ClinicianLink.objects.filter(environment=context.endpoint.environment, fhir_user=context.fhir_user)
+        .select_related("user")
+        .first()
+    )
     if link is None:
         token = signing.dumps({"s": context.launch_state_pk, "v": visit.pk}, salt=LINK_SALT)
         return redirect("visits:clinician-link", token=token)
@@ -229,7 +233,10 @@ def clinician_link(request: HttpRequest, token: str) -> HttpResponse:
         )
     with tenant_scope(tenant):
         link, _ = ClinicianLink.objects.get_or_create(
-            tenant=tenant, fhir_user=state.context["fhir_user"], defaults={"user": request.user}
+            tenant=tenant,
+            environment=state.endpoint.environment,
+            fhir_user=state.context["fhir_user"],
+            defaults={"user": request.user},
         )
         if link.user_id != request.user.pk:
             return launch_failed(
