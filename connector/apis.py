@@ -31,6 +31,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "label",
             "time_zone",
             "write_back_enabled",
+            "write_join_link",
             "status",
             "config_version",
             "validation_step",
@@ -42,7 +43,8 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = [
             f
             for f in fields
-            if f not in ("base_url", "environment", "label", "time_zone", "write_back_enabled")
+            if f
+            not in ("base_url", "environment", "label", "time_zone", "write_back_enabled", "write_join_link")
         ]
 
 
@@ -52,6 +54,7 @@ class EndpointWriteSerializer(serializers.Serializer):
     label = serializers.CharField(max_length=200)
     time_zone = serializers.CharField(max_length=64, default="UTC")
     write_back_enabled = serializers.BooleanField(default=False)
+    write_join_link = serializers.BooleanField(default=False)
 
 
 class EndpointPatchSerializer(EndpointWriteSerializer):

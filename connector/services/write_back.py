@@ -2,6 +2,16 @@
 
 This module decides *what* to write (one WriteBack row per event and kind,
 deduplicated). Sending lives in connector/write_back_sender.py.
+
+- each connect, disconnect and device test: a Communication about the Encounter;
+- the visit's start and end: the Encounter's status and period;
+- the Appointment's status: `arrived` when the patient first joins, `fulfilled`
+  when the visit ends, `noshow` when nobody came by the scheduled end;
+- when the endpoint asks for it, the patient's join link on the Appointment,
+  once, when the visit is made.
+
+Only visits whose endpoint has write-back on; Appointment writes only for visits
+that found a FHIR Appointment (never for unscheduled ones).
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import logging
 from django.db import IntegrityError, transaction
 
 from connector.background import queue_after_commit
-from connector.models import EventKind, Visit, VisitEvent, WriteBack
+from connector.models import EventKind, ParticipantRole, Visit, VisitEvent, WriteBack
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +64,8 @@ def write_back_queue_for_event(*, event: VisitEvent) -> list[WriteBack]:
         write = _queue(visit=visit, kind=kind, dedupe_key=f"{kind}:{event.event_id}", payload=payload)
         if write:
             queued.append(write)
+    if event.kind == EventKind.JOINED and event.role == ParticipantRole.PATIENT:
+        queued += _appointment_status(visit, "arrived")
     # Visit start and end follow from the derived figures; one write each per value.
     if visit.started_at:
         write = _queue(
@@ -73,4 +85,35 @@ def write_back_queue_for_event(*, event: VisitEvent) -> list[WriteBack]:
         )
         if write:
             queued.append(write)
+        queued += _appointment_status(visit, "fulfilled")
     return queued
+
+
+def _appointment_status(visit: Visit, status: str) -> list[WriteBack]:
+    """One write per visit and status: a patient who joins twice arrives once."""
+    if not visit.fhir_appointment_id:
+        return []  # unscheduled: the EHR has no appointment to update
+    write = _queue(
+        visit=visit,
+        kind=WriteBack.Kind.APPOINTMENT_STATUS,
+        dedupe_key=f"appointment_status:{visit.pk}:{status}",
+        payload={"status": status},
+    )
+    return [write] if write else []
+
+
+def write_back_queue_for_no_show(*, visit: Visit) -> list[WriteBack]:
+    """Nobody came by the scheduled end: the Appointment becomes `noshow`."""
+    if not visit.endpoint.write_back_enabled:
+        return []
+    return _appointment_status(visit, "noshow")
+
+
+def write_back_queue_for_new_visit(*, visit: Visit) -> list[WriteBack]:
+    """A new visit: its join link goes on the Appointment when the endpoint asks for it."""
+    endpoint = visit.endpoint
+    if not (endpoint.write_back_enabled and endpoint.write_join_link and visit.fhir_appointment_id):
+        return []
+    # The link itself is made when it is sent: a signed link is a credential, not kept in a row.
+    write = _queue(visit=visit, kind=WriteBack.Kind.JOIN_LINK, dedupe_key=f"join_link:{visit.pk}", payload={})
+    return [write] if write else []
