@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from connector.background import queue_after_commit
-from connector.models import EventKind, ParticipantRole, Visit, VisitEvent, WriteBack
+from connector.models import EventKind, ParticipantRole, Visit, VisitEvent, WriteBack, WriteBackState
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +119,33 @@ def write_back_queue_for_new_visit(*, visit: Visit) -> list[WriteBack]:
     # The link itself is made when it is sent: a signed link is a credential, not kept in a row.
     write = _queue(visit=visit, kind=WriteBack.Kind.JOIN_LINK, dedupe_key=f"join_link:{visit.pk}", payload={})
     return [write] if write else []
+
+
+def write_backs_needing_attention():
+    """The organization's writes that failed, or that failed and wait to be tried again (scoped)."""
+    return (
+        WriteBack.objects.filter(Q(state=WriteBackState.FAILED) | ~Q(last_error=""))
+        .exclude(state=WriteBackState.SENT)
+        .select_related("visit__endpoint")
+        .order_by("-created_at")
+    )
+
+
+def write_backs_retry(*, pks) -> tuple[int, int]:
+    """Queue these writes again now; returns (queued, left alone because they are being sent)."""
+    now = timezone.now()
+    # Never a write that is being sent now (its lease has not ended): it would be written twice.
+    retryable = Q(state__in=[WriteBackState.PENDING, WriteBackState.FAILED]) | Q(
+        state=WriteBackState.SENDING, next_attempt_at__lte=now
+    )
+    queued = [
+        pk
+        for pk in pks
+        if WriteBack.objects.filter(retryable, pk=pk).update(
+            state=WriteBackState.PENDING, next_attempt_at=now
+        )
+    ]
+    for pk in queued:
+        queue_after_commit("connector.tasks.write_back_send", pk)
+    busy = WriteBack.objects.filter(pk__in=pks, state=WriteBackState.SENDING, next_attempt_at__gt=now).count()
+    return len(queued), busy
