@@ -18,7 +18,16 @@ from tests.conftest import signed_in
 pytestmark = pytest.mark.django_db
 
 UNKNOWN_EHR = "https://ehr.unknown.example/fhir/r4"
-ADMINISTRATOR_WORDS = ("integration", "EHR", "FHIR", "administrator", "configured", "endpoint", "scope", "client")
+ADMINISTRATOR_WORDS = (
+    "integration",
+    "EHR",
+    "FHIR",
+    "administrator",
+    "configured",
+    "endpoint",
+    "scope",
+    "client",
+)
 
 
 def visible(response) -> str:

@@ -173,3 +173,37 @@ def test_a_refused_write_keeps_what_the_ehr_said(smart_peer, origin, org_a, sche
     error = errors(org_a)["appointment_status"]
     assert "GET Appointment failed: the EHR answered HTTP 404" in error
     assert "Not found" in error  # Medplum's OperationOutcome text
+
+
+def test_an_oracle_health_organization_gets_its_video_visit_links_patched(
+    smart_peer,
+    origin,  # noqa: F811
+    org_b,
+    scheduled,
+):
+    # Oracle Health keeps a video visit's links in the Appointment's `contained` (0: the provider's,
+    # 1: the patient's) and takes them by JSON Patch; Medplum applies the same JSON Patch.
+    endpoint_ = {"resourceType": "Endpoint", "status": "active", "payloadType": [{"text": "video visit"}]}
+    appointment = smart_peer.read(f"Appointment/{scheduled['appointment']}")
+    appointment["contained"] = [
+        {
+            **endpoint_,
+            "id": "provider",
+            "connectionType": {"code": "video"},
+            "address": "https://old.invalid/p",
+        },
+        {
+            **endpoint_,
+            "id": "patient",
+            "connectionType": {"code": "video"},
+            "address": "https://old.invalid/q",
+        },
+    ]
+    smart_peer.put(appointment)
+    endpoint = writing_endpoint(org_b, smart_peer, origin, write_join_link=True)
+    make_visit(endpoint, scheduled)
+    assert errors(org_b) == {}
+    contained = smart_peer.read(f"Appointment/{scheduled['appointment']}")["contained"]
+    assert contained[0]["address"] == f"{origin}/launch/provider"
+    assert contained[1]["address"].startswith(f"{origin}/join/")
+    assert "extension" not in smart_peer.read(f"Appointment/{scheduled['appointment']}")
