@@ -11,7 +11,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connector.api.tenancy import TenantAPIViewMixin
+from connector.api.tenancy import TenantAPIViewMixin, acting_user
 from connector.models import Environment, FhirEndpoint
 from sms.models import (
     Appointment,
@@ -216,7 +216,7 @@ class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
         incoming = PhoneNumberRequestSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         number = phone_number_request(
-            tenant=self.tenant, requested_by=request.user, **incoming.validated_data
+            tenant=self.tenant, requested_by=acting_user(request), **incoming.validated_data
         )
         return Response(PhoneNumberSerializer(number).data, status=status.HTTP_202_ACCEPTED)
 
@@ -263,7 +263,7 @@ class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
             environment=incoming.validated_data["environment"],
             data=incoming.validated_data["certificate"],
             # An API token acts for the organization, not for a person.
-            uploaded_by=request.user if getattr(request.user, "pk", None) else None,
+            uploaded_by=acting_user(request),
         )
         return Response(CertificateSerializer(certificate).data, status=status.HTTP_201_CREATED)
 

@@ -23,6 +23,12 @@ def caller_token(request):
     return token if token is not None and hasattr(token, "token_hash") else None
 
 
+def acting_user(request):
+    """The person behind the request, or None for an API token (whose stand-in user is no row)."""
+    user = request.user
+    return user if caller_token(request) is None and getattr(user, "pk", None) else None
+
+
 def resolve_tenant_for_caller(request, tenant_id: str) -> tuple[Tenant, str | None]:
     """The tenant named in the URL and the caller's role in it (None for a token)."""
     tenant = Tenant.objects.filter(microsoft_tenant_id=tenant_id, status=TenantStatus.ENABLED).first()
