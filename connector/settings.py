@@ -332,7 +332,11 @@ REST_FRAMEWORK = {
         "tenants.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every API action must be declared in connector/api/access.py; an undeclared one is refused.
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "connector.api.access.DeclaredAccess",
+    ],
     "DEFAULT_PAGINATION_CLASS": "connector.api.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [

@@ -22,9 +22,6 @@ from connector.api.tenancy import TenantAPIViewMixin
 from reports.base import json_page
 from reports.presentation import csv_response
 from reports.registry import all_reports, get_report
-from tenants.models import Role
-
-READ_ROLES = (Role.ADMINISTRATOR, Role.EHR_APPROVER, Role.VIEWER)
 
 
 class CSVRenderer(BaseRenderer):
@@ -72,7 +69,6 @@ REPORT_PARAMETERS = [
 
 
 class ReportListApi(TenantAPIViewMixin, APIView):
-    read_roles = READ_ROLES
 
     @extend_schema(
         tags=["reports"],
@@ -100,7 +96,6 @@ class ReportListApi(TenantAPIViewMixin, APIView):
 
 
 class ReportApi(TenantAPIViewMixin, APIView):
-    read_roles = READ_ROLES
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     @extend_schema(

@@ -1,6 +1,6 @@
 """SMS through the API: numbers, settings, certificates, appointments (phone masked), messages, opt-outs.
 
-Reads for members with a configuration role and API tokens; writes for administrators.
+Who may call each action is declared in connector/api/access.py.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from sms.models import (
     SmsSettings,
 )
 from sms.services.setup import sms_consent_set, sms_settings_update
-from tenants.models import Role
-
-CONFIG_READERS = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
 
 
 class ConsentSerializer(serializers.Serializer):
@@ -176,8 +173,6 @@ class OptOutSerializer(serializers.ModelSerializer):
 
 @extend_schema(tags=["sms"])
 class ConsentApi(TenantAPIViewMixin, APIView):
-    read_roles = CONFIG_READERS
-    tokens_allowed = False
 
     def _body(self):
         consent = SmsConsent.objects.filter(tenant=self.tenant).first()
@@ -203,7 +198,6 @@ class ConsentApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["sms"])
 class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = PhoneNumberSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["state", "verification"]
 
     def get_queryset(self):
@@ -223,7 +217,6 @@ class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["sms"])
 class SmsSettingsApi(TenantAPIViewMixin, APIView):
-    read_roles = CONFIG_READERS
 
     @extend_schema(responses=SmsSettingsSerializer)
     def get(self, request, tenant_id: str, endpoint_pk: int):
@@ -246,7 +239,6 @@ class SmsSettingsApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["sms"])
 class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = CertificateSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["environment", "active"]
 
     def get_queryset(self):
@@ -271,7 +263,6 @@ class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["sms"])
 class AppointmentListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = AppointmentSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["status", "department", "endpoint"]
     ordering_fields = ["start"]
 
@@ -282,7 +273,6 @@ class AppointmentListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["sms"])
 class MessageListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = MessageSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["state", "kind", "appointment"]
     ordering_fields = ["created_at", "send_at"]
 
@@ -293,7 +283,6 @@ class MessageListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["sms"])
 class OptOutListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = OptOutSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["active"]
 
     def get_queryset(self):

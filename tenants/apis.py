@@ -10,6 +10,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.access import DeclaredAccess
 from connector.api.tenancy import TenantAPIViewMixin, caller_token
 from connector.api.throttles import ApiRateThrottle, TokenManagementThrottle
 from tenants import services
@@ -106,6 +107,7 @@ class TenantListApi(generics.ListAPIView):
     """The organizations the caller belongs to (a token: its own organization)."""
 
     serializer_class = TenantSerializer
+    permission_classes = [IsAuthenticated, DeclaredAccess]
     filterset_fields = ["ehr_vendor", "data_region"]
 
     def get_queryset(self):
@@ -128,9 +130,6 @@ class TenantDetailApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["memberships"])
 class MembershipListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = MembershipSerializer
-    read_roles = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
-    # Who may administer the organization is a person's decision, not a script's.
-    token_writes_allowed = False
     filterset_fields = ["role"]
     ordering_fields = ["created_at", "user__username"]
 
@@ -157,8 +156,6 @@ class MembershipListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["memberships"])
 class MembershipDetailApi(TenantAPIViewMixin, APIView):
-    read_roles = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
-    token_writes_allowed = False
 
     def _membership(self, pk: int) -> Membership:
         return get_object_or_404(Membership.objects.select_related("user", "tenant"), pk=pk)
@@ -197,8 +194,6 @@ class ApiTokenListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     """Administrators manage their organization's tokens; tokens cannot mint tokens."""
 
     serializer_class = ApiTokenSerializer
-    read_roles = (Role.ADMINISTRATOR,)
-    tokens_allowed = False
     throttle_classes = [ApiRateThrottle, TokenManagementThrottle]
     filterset_fields = ["scope"]
 
@@ -220,8 +215,6 @@ class ApiTokenListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["api tokens"])
 class ApiTokenRevokeApi(TenantAPIViewMixin, APIView):
-    read_roles = (Role.ADMINISTRATOR,)
-    tokens_allowed = False
     throttle_classes = [ApiRateThrottle, TokenManagementThrottle]
 
     @extend_schema(request=None, responses=ApiTokenSerializer)
@@ -238,7 +231,7 @@ class AccessRequestListCreateApi(generics.ListAPIView):
     """The caller's own access requests; a signed-in user may ask for a new organization."""
 
     serializer_class = AccessRequestSerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, DeclaredAccess]
 
     def get_queryset(self):
         # swagger_fake_view: the schema generator calls this with no user.
@@ -248,8 +241,6 @@ class AccessRequestListCreateApi(generics.ListAPIView):
 
     @extend_schema(request=AccessRequestCreateSerializer, responses={201: AccessRequestSerializer})
     def post(self, request):
-        if caller_token(request) is not None:
-            raise serializers.ValidationError("Access requests are made by a person, not an API token.")
         incoming = AccessRequestCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         access_request = services.access_request_create(
@@ -263,7 +254,7 @@ class AccessRequestListCreateApi(generics.ListAPIView):
 @extend_schema(tags=["access requests"])
 class AccessRequestDetailApi(generics.RetrieveAPIView):
     serializer_class = AccessRequestSerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, DeclaredAccess]
 
     def get_queryset(self):
         # swagger_fake_view: the schema generator calls this with no user.
@@ -287,7 +278,7 @@ class AccessRequestDetailApi(generics.RetrieveAPIView):
     ),
 )
 class MeApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, DeclaredAccess]
 
     def get(self, request):
         token = caller_token(request)

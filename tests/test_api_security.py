@@ -2,10 +2,12 @@
 
 import pytest
 
+from connector.models import IntegrationRecord, RecordKind
 from sms.backends import locmem
 from sms.models import PhoneNumber
-from tenants.scoping import all_tenants
+from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import ORG_A_TID
+from tests.test_endpoints import make_endpoint
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
 
@@ -25,3 +27,32 @@ def test_a_read_write_token_requests_a_sending_number_with_no_person_recorded(_l
     with all_tenants():
         number = PhoneNumber.objects.get(pk=response.json()["id"])
     assert number.requested_by is None
+
+
+# --- item 4: administrators' writes are not open to read-write tokens ----------------------
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("put", "ehr-approvers/", {"usernames": ["ANALYST9"]}),
+        ("post", "integration-records/{record}/rotate-token/", None),
+        ("post", "endpoints/{endpoint}/disable/", None),
+    ],
+)
+def test_a_read_write_token_cannot_make_the_administrators_decisions(
+    org_a, admin_a, token_client, api_as, method, path, body
+):
+    endpoint = make_endpoint(org_a)
+    with tenant_scope(org_a):
+        record = IntegrationRecord.objects.create(
+            tenant=org_a, endpoint=endpoint, kind=RecordKind.DEVICE_TEST_CONFIGURATION, config_version=1
+        )
+    url = f"{BASE}/" + path.format(record=record.pk, endpoint=endpoint.pk)
+
+    response = getattr(token_client(org_a, "read_write"), method)(url, body, format="json")
+
+    assert response.status_code == 403
+    assert "sign in as an administrator" in response.json()["error"]["message"]
+    # The administrator, signed in, still may.
+    assert getattr(api_as(admin_a), method)(url, body, format="json").status_code == 200

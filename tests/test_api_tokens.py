@@ -14,6 +14,13 @@ from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import ORG_A_TID, signed_in
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
+NEW_ENDPOINT = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main", "time_zone": "UTC"}
+
+
+@pytest.fixture
+def _no_validation(monkeypatch):
+    """Creating an endpoint queues its validation; these tests are about who may create it."""
+    monkeypatch.setattr("connector.background.async_task", lambda *args, **kwargs: None)
 
 
 def _raw_is_stored_anywhere(raw: str) -> bool:
@@ -154,9 +161,7 @@ def test_a_read_token_reads(org_a, admin_a, token_client):
 def test_a_read_token_cannot_write(org_a, admin_a, viewer_a, token_client):
     client = token_client(org_a, "read")
 
-    response = client.post(
-        f"{BASE}/memberships/", {"username": "vera-viewer", "role": "viewer"}, format="json"
-    )
+    response = client.post(f"{BASE}/endpoints/", NEW_ENDPOINT, format="json")
 
     assert response.status_code == 403
     assert response.json()["error"] == {
@@ -165,13 +170,13 @@ def test_a_read_token_cannot_write(org_a, admin_a, viewer_a, token_client):
     }
 
 
-def test_a_read_write_token_writes(org_a, admin_a, token_client):
+def test_a_read_write_token_writes(org_a, admin_a, token_client, _no_validation):
     client = token_client(org_a, "read_write")
 
-    response = client.put(f"{BASE}/ehr-approvers/", {"usernames": ["ANALYST9"]}, format="json")
+    response = client.post(f"{BASE}/endpoints/", NEW_ENDPOINT, format="json")
 
-    assert response.status_code == 200
-    assert response.json() == {"usernames": ["ANALYST9"]}
+    assert response.status_code == 201, response.content
+    assert response.json()["label"] == "Main"
 
 
 def test_no_token_may_change_who_administers_the_organization(org_a, admin_a, token_client):
@@ -264,15 +269,17 @@ def test_the_last_used_time_is_recorded_at_most_once_a_minute(org_a, token_clien
         assert _token(org_a, client.issued.token.pk).last_used_at == start + timedelta(seconds=61)
 
 
-def test_a_change_made_with_a_token_is_recorded_in_history_without_a_user(org_a, admin_a, token_client):
-    from connector.models import EhrApprover
+def test_a_change_made_with_a_token_is_recorded_in_history_without_a_user(
+    org_a, admin_a, token_client, _no_validation
+):
+    from connector.models import FhirEndpoint
 
     client = token_client(org_a, "read_write")
 
-    client.put(f"{BASE}/ehr-approvers/", {"usernames": ["ANALYST9"]}, format="json")
+    created = client.post(f"{BASE}/endpoints/", NEW_ENDPOINT, format="json")
 
     with all_tenants():
-        record = EhrApprover.history.get(ehr_username="ANALYST9")
+        record = FhirEndpoint.history.filter(id=created.json()["id"]).earliest("history_date")
     assert record.history_type == "+"
     assert record.history_user is None
 
