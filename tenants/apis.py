@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
@@ -24,7 +23,7 @@ from tenants.models import (
     Tenant,
     TokenScope,
 )
-from tenants.selectors import memberships_for_user, tenants_for_user
+from tenants.selectors import memberships_for_user, tenants_for_user, user_signed_in_from
 
 # --- serializers (shapes only; rules live in services) ----------------------
 
@@ -48,8 +47,16 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "username", "email", "created_at"]
 
 
+NOT_ADDABLE = (
+    "Nobody of this organization has signed in with this name. Ask them to sign in once with their "
+    "Microsoft account of this organization, then add them."
+)
+
+
 class MembershipCreateSerializer(serializers.Serializer):
-    username = serializers.CharField(help_text="The user's sign-in name (they have signed in once).")
+    username = serializers.CharField(
+        help_text="The sign-in name of someone who has signed in once with this organization's Microsoft account."
+    )
     role = serializers.ChoiceField(choices=Role.choices)
     ehr_username = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -140,11 +147,9 @@ class MembershipListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     def post(self, request, tenant_id: str):
         incoming = MembershipCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        user = get_user_model().objects.filter(username=incoming.validated_data["username"]).first()
+        user = user_signed_in_from(self.tenant, incoming.validated_data["username"])
         if user is None:
-            raise serializers.ValidationError(
-                {"username": "No user with this name. They must sign in once before they can be added."}
-            )
+            raise serializers.ValidationError({"username": NOT_ADDABLE})
         membership = services.membership_create(
             tenant=self.tenant,
             user=user,

@@ -1,12 +1,14 @@
 """Findings of the security audit (issue 12), each kept closed by a test."""
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from connector.models import IntegrationRecord, RecordKind
 from sms.backends import locmem
 from sms.models import PhoneNumber
+from tenants.models import Membership
 from tenants.scoping import all_tenants, tenant_scope
-from tests.conftest import ORG_A_TID
+from tests.conftest import ORG_A_TID, microsoft_user
 from tests.test_endpoints import make_endpoint
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
@@ -56,3 +58,35 @@ def test_a_read_write_token_cannot_make_the_administrators_decisions(
     assert "sign in as an administrator" in response.json()["error"]["message"]
     # The administrator, signed in, still may.
     assert getattr(api_as(admin_a), method)(url, body, format="json").status_code == 200
+
+
+# --- item 2: an administrator cannot look up or enrol another organization's users -------------
+
+
+def test_an_administrator_cannot_reveal_or_enrol_a_user_of_another_organization(api_as, org_a, org_b, admin_a):
+    outsider = microsoft_user(org_b, "bob-of-b", email="bob@org-b.example")
+    password_only = get_user_model().objects.create_user(username="local-only", email="lo@example.org")
+    client = api_as(admin_a)
+
+    answers = [
+        client.post(f"{BASE}/memberships/", {"username": name, "role": "viewer"}, format="json")
+        for name in (outsider.username, password_only.username, "nobody-at-all")
+    ]
+
+    # The same refusal for a user of another organization, a user who never signed in with
+    # Microsoft and an unknown name: nothing tells them apart, no e-mail is shown.
+    assert {a.status_code for a in answers} == {400}
+    assert len({str(a.json()["error"]) for a in answers}) == 1
+    assert b"bob@org-b.example" not in answers[0].content
+    with all_tenants():
+        assert not Membership.objects.filter(user__in=[outsider, password_only]).exists()
+
+
+def test_an_administrator_adds_someone_who_signed_in_from_their_own_organization(api_as, org_a, admin_a):
+    colleague = microsoft_user(org_a, "cora-of-a")
+
+    response = api_as(admin_a).post(f"{BASE}/memberships/", {"username": "cora-of-a", "role": "viewer"}, format="json")
+
+    assert response.status_code == 201
+    with all_tenants():
+        assert Membership.objects.get(user=colleague).tenant == org_a

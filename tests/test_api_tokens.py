@@ -11,7 +11,7 @@ from connector.api.throttles import TokenManagementThrottle
 from tenants import services
 from tenants.models import ApiToken, TenantStatus
 from tenants.scoping import all_tenants, tenant_scope
-from tests.conftest import ORG_A_TID, signed_in
+from tests.conftest import ORG_A_TID, microsoft_user, signed_in
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
 NEW_ENDPOINT = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main", "time_zone": "UTC"}
@@ -285,11 +285,9 @@ def test_a_change_made_with_a_token_is_recorded_in_history_without_a_user(
 
 
 def test_a_change_made_by_a_signed_in_user_is_recorded_with_that_user(org_a, api_as, admin_a):
-    from django.contrib.auth import get_user_model
-
     from tenants.models import Membership
 
-    get_user_model().objects.create_user(username="wanda")
+    microsoft_user(org_a, "wanda")
 
     api_as(admin_a).post(f"{BASE}/memberships/", {"username": "wanda", "role": "viewer"}, format="json")
 
