@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,6 +13,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
@@ -28,7 +30,7 @@ from tenants.selectors import demo_memberships
 logger = logging.getLogger(__name__)
 
 DEMO_USERNAME_PREFIX = "demo-"
-ISSUED_TOKEN_SESSION_KEY = "issued_api_token"
+USED_TOKEN_FORM_IDS_SESSION_KEY = "api_token_form_ids"
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -188,19 +190,41 @@ def _require_role(request: HttpRequest, *roles: str) -> None:
 
 @login_required
 def api_tokens(request: HttpRequest) -> HttpResponse:
+    """List, create and show a new token's secret once.
+
+    The secret is rendered in the answer to the POST itself (never kept in the
+    session, which lives in the database), with `Cache-Control: no-store`. A
+    one-time form ID makes a resubmitted form (a reload) create nothing.
+    """
     _require_role(request, Role.ADMINISTRATOR)
     form = ApiTokenForm(request.POST or None)
+    issued = None
     if request.method == "POST" and form.is_valid():
-        issued = services.api_token_create(
-            tenant=request.tenant, created_by=request.user, **form.cleaned_data
-        )
-        # Post/redirect/get: a reload must not make a second token. The secret
-        # rides in the session for exactly one page view.
-        request.session[ISSUED_TOKEN_SESSION_KEY] = {"raw": issued.raw, "pk": issued.token.pk}
-        return redirect("tenants:api-tokens")
-    issued = request.session.pop(ISSUED_TOKEN_SESSION_KEY, None)
+        if not _form_id_is_fresh(request):
+            messages.info(
+                request,
+                "This form was already sent and its token created; the secret was shown once. "
+                "If it was not copied, revoke that token and create another.",
+            )
+            return redirect("tenants:api-tokens")
+        issued = services.api_token_create(tenant=request.tenant, created_by=request.user, **form.cleaned_data)
+        form = ApiTokenForm()
     tokens = ApiToken.objects.select_related("created_by").order_by("-created_at")
-    return render(request, "tenants/api_tokens.html", {"form": form, "tokens": tokens, "issued": issued})
+    context = {"form": form, "tokens": tokens, "issued": issued, "form_id": secrets.token_urlsafe(16)}
+    response = render(request, "tenants/api_tokens.html", context)
+    add_never_cache_headers(response)
+    return response
+
+
+def _form_id_is_fresh(request: HttpRequest) -> bool:
+    """Remember the last few form IDs (not secrets) so that a resubmitted form is recognised."""
+    form_id = request.POST.get("form_id", "")
+    used = request.session.get(USED_TOKEN_FORM_IDS_SESSION_KEY, [])
+    if form_id and form_id in used:
+        return False
+    if form_id:
+        request.session[USED_TOKEN_FORM_IDS_SESSION_KEY] = [*used, form_id][-10:]
+    return True
 
 
 @login_required

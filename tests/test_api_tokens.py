@@ -82,23 +82,43 @@ def test_creating_a_token_without_a_name_or_with_an_unknown_scope_is_refused(api
 def test_the_portal_shows_a_new_token_once(client, org_a, admin_a):
     signed_in(client, admin_a)
 
-    created = client.post("/portal/api-tokens/", {"name": "Warehouse", "scope": "read_write"})
-    # Post/redirect/get: reloading the page that shows the token makes no second token.
-    assert created.status_code == 302
-    shown = client.get(created["Location"])
+    shown = client.post("/portal/api-tokens/", {"name": "Warehouse", "scope": "read_write", "form_id": "f1"})
 
     issued = shown.context["issued"]
     page = shown.content.decode()
     assert shown.status_code == 200
-    assert issued["raw"] in page
+    assert "no-store" in shown["Cache-Control"]
+    assert issued.raw in page
     assert "it is shown this once" in page
-    with tenant_scope(org_a):
-        token = ApiToken.objects.get(pk=issued["pk"])
-    assert not _raw_is_stored_anywhere(issued["raw"])
+    assert not _raw_is_stored_anywhere(issued.raw)
     again = client.get("/portal/api-tokens/").content.decode()
-    assert issued["raw"] not in again
-    assert f"ehc_{token.prefix}" in again
-    assert "Warehouse" in again
+    assert issued.raw not in again
+    assert f"ehc_{issued.token.prefix}" in again
+
+
+def test_the_new_tokens_secret_is_never_kept_in_the_session(client, org_a, admin_a):
+    from django.contrib.sessions.models import Session
+
+    signed_in(client, admin_a)
+
+    # The browser never loads another page after creating the token.
+    shown = client.post("/portal/api-tokens/", {"name": "Warehouse", "scope": "read", "form_id": "f1"})
+
+    raw = shown.context["issued"].raw
+    assert not any(raw in str(session.get_decoded()) for session in Session.objects.all())
+    assert not any(raw in session.session_data for session in Session.objects.all())
+
+
+def test_resending_the_token_form_creates_no_second_token(client, org_a, admin_a):
+    signed_in(client, admin_a)
+    form = {"name": "Warehouse", "scope": "read", "form_id": "same-form"}
+
+    first = client.post("/portal/api-tokens/", form)
+    resent = client.post("/portal/api-tokens/", form, follow=True)
+
+    assert first.context["issued"] is not None
+    assert "This form was already sent and its token created" in resent.content.decode()
+    assert first.context["issued"].raw not in resent.content.decode()
     with tenant_scope(org_a):
         assert ApiToken.objects.count() == 1
 
