@@ -353,6 +353,8 @@ REST_FRAMEWORK = {
 }
 # Sign-in attempts per client address (django-ratelimit syntax).
 SIGN_IN_RATE = env.str("RATE_LIMIT_SIGN_IN", default="20/m")
+# Unknown or revoked API tokens per client address before further calls get 429.
+BAD_TOKEN_RATE = env.str("RATE_LIMIT_BAD_TOKENS", default="20/10m")
 RATELIMIT_VIEW = "connector.views.rate_limited"
 
 SPECTACULAR_SETTINGS = {

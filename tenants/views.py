@@ -18,7 +18,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
+from connector.api.throttles import TokenManagementThrottle
 from connector.forms import add_service_errors
+from connector.views import rate_limited
 from tenants import services
 from tenants.auth_pipeline import REFUSAL_SESSION_KEY
 from tenants.forms import AccessRequestForm, ApiTokenForm
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_USERNAME_PREFIX = "demo-"
 USED_TOKEN_FORM_IDS_SESSION_KEY = "api_token_form_ids"
+# The portal and the API share one budget per person (TokenManagementThrottle, RATE_LIMIT_TOKENS).
+TOO_MANY_TOKEN_CHANGES = "Too many API tokens created or revoked in the last hour. Wait and try again."
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -200,6 +204,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm(request.POST or None)
     issued = None
     if request.method == "POST" and form.is_valid():
+        if not TokenManagementThrottle().allow_request(request, None):
+            return rate_limited(request, message=TOO_MANY_TOKEN_CHANGES)
         if not _form_id_is_fresh(request):
             messages.info(
                 request,
@@ -231,6 +237,8 @@ def _form_id_is_fresh(request: HttpRequest) -> bool:
 @require_POST
 def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     _require_role(request, Role.ADMINISTRATOR)
+    if not TokenManagementThrottle().allow_request(request, None):
+        return rate_limited(request, message=TOO_MANY_TOKEN_CHANGES)
     token = get_object_or_404(ApiToken, pk=pk)
     services.api_token_revoke(token=token)
     messages.success(request, f"Token {token.name} was revoked; calls with it now fail.")

@@ -8,7 +8,7 @@ from sms.backends import locmem
 from sms.models import PhoneNumber
 from tenants.models import Membership
 from tenants.scoping import all_tenants, tenant_scope
-from tests.conftest import ORG_A_TID, microsoft_user
+from tests.conftest import ORG_A_TID, microsoft_user, signed_in
 from tests.test_endpoints import make_endpoint
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
@@ -90,3 +90,40 @@ def test_an_administrator_adds_someone_who_signed_in_from_their_own_organization
     assert response.status_code == 201
     with all_tenants():
         assert Membership.objects.get(user=colleague).tenant == org_a
+
+
+# --- item 7: guessing tokens is slowed down; the portal limits token creation like the API --------
+
+
+def test_unknown_bearer_tokens_from_one_address_are_throttled(org_a, token_client, settings):
+    from rest_framework.test import APIClient
+
+    settings.BAD_TOKEN_RATE = "3/10m"
+    guesser = APIClient()
+    guesser.credentials(HTTP_AUTHORIZATION="Bearer ehc_not-a-real-token")
+
+    codes = [guesser.get(f"{BASE}/").status_code for _ in range(4)]
+
+    assert codes == [401, 401, 401, 429]
+    refused = guesser.get(f"{BASE}/")
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused["Retry-After"]) > 0
+    # Even a valid token from that address waits: the flood is answered before any lookup.
+    assert token_client(org_a).get(f"{BASE}/").status_code == 429
+
+
+def test_the_portal_limits_token_creation_like_the_api(client, org_a, admin_a, monkeypatch):
+    from connector.api.throttles import TokenManagementThrottle
+    from tenants.models import ApiToken
+
+    monkeypatch.setitem(TokenManagementThrottle.THROTTLE_RATES, "token_management", "2/hour")
+    signed_in(client, admin_a)
+
+    codes = [
+        client.post("/portal/api-tokens/", {"name": f"t{i}", "scope": "read", "form_id": f"f{i}"}).status_code
+        for i in range(3)
+    ]
+
+    assert codes == [200, 200, 429]
+    with tenant_scope(org_a):
+        assert ApiToken.objects.count() == 2
