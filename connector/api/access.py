@@ -27,6 +27,8 @@ CONFIGURATION = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
 EVERY_ROLE = (Role.ADMINISTRATOR, Role.EHR_APPROVER, Role.VIEWER)
 # Views outside an organization (the caller's own profile and access requests).
 SIGNED_IN = ("signed_in",)
+# Installation-wide views: the view's own permission decides (an admin session or an installation key).
+SUPPORT_STAFF = ("support_staff",)
 
 
 class Tokens:
@@ -87,6 +89,8 @@ ACCESS: dict[str, dict[str, Rule]] = {
     # --- reports
     "api-reports": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
     "api-report": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    # --- support (every organization of the region; reports.apis.SupportUsagePermission)
+    "api-support-usage": {"GET": rule(SUPPORT_STAFF)},
 }
 
 # HEAD and OPTIONS answer like GET: they reveal no more than it does.
@@ -121,8 +125,8 @@ class DeclaredAccess(permissions.BasePermission):
         token = caller_token(request)
         if token is not None:
             return self._token_may(token, declared, url_name)
-        if declared.roles == SIGNED_IN:
-            return True
+        if declared.roles in (SIGNED_IN, SUPPORT_STAFF):
+            return True  # SUPPORT_STAFF: the view's own permission class checks next
         return getattr(request, "tenant_role", None) in declared.roles
 
     def _token_may(self, token, declared: Rule, url_name) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from connector.api.access import ACCESS, SIGNED_IN, Rule, Tokens, rule_for
+from connector.api.access import ACCESS, SIGNED_IN, SUPPORT_STAFF, Rule, Tokens, rule_for
 
 API_PREFIX = "api/v1/"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -75,6 +75,8 @@ def stale_declarations() -> list[str]:
 def _roles(rule: Rule) -> str:
     if rule.roles == SIGNED_IN:
         return "any signed-in person"
+    if rule.roles == SUPPORT_STAFF:
+        return "support staff (admin session) or the installation's `SUPPORT_REPORTS_TOKEN`"
     return ", ".join(role.replace("_", " ") for role in rule.roles)
 
 
