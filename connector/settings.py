@@ -402,6 +402,10 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # The Azure SDKs log every request (with URLs) at INFO.
         "azure": {"level": "WARNING"},
+        # urllib3 logs every request's URL at DEBUG, with FHIR search parameters such as
+        # Appointment?patient=...: quiet even at LOG_LEVEL=DEBUG (the redaction filter also covers them).
+        "urllib3": {"level": "WARNING"},
+        "requests": {"level": "WARNING"},
         # django-q2 logs every task it runs at INFO; failures still show.
         "django-q": {"level": env.str("LOG_LEVEL_TASKS", default="WARNING")},
         # The development server's access log: through the same filters, so links with tokens are redacted.
