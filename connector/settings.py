@@ -158,6 +158,7 @@ INSTALLED_APPS = [
     "social_django",
     "simple_history",
     "django_q",
+    "axes",
     "connector",
     "connector.sandbox_ehr",
     "tenants",
@@ -184,6 +185,8 @@ MIDDLEWARE = [
     "social_django.middleware.SocialAuthExceptionMiddleware",
     # Turns django-ratelimit's refusal into RATELIMIT_VIEW (429), not a 403.
     "django_ratelimit.middleware.RatelimitMiddleware",
+    # Answers a locked-out sign-in with tenants.sign_in_defences.locked_out (last, as django-axes asks).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "connector.urls"
@@ -257,9 +260,23 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses passwords while ADMIN_PASSWORD_LOGIN is off, and a locked-out
+    # account or address, before ModelBackend checks any password.
+    "tenants.sign_in_defences.LockoutBackend",
     "social_core.backends.azuread_tenant.AzureADV2TenantOAuth2",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Staff may sign in to the admin with a password; off by default in production, where
+# staff sign in with Microsoft (their user must be marked staff).
+ADMIN_PASSWORD_LOGIN: bool = env.bool("ADMIN_PASSWORD_LOGIN", default=DEBUG)
+# Sign-in lockout (django-axes): failures per address and, separately, per account name.
+AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_LOCKOUT_CALLABLE = "tenants.sign_in_defences.locked_out"
+AXES_VERBOSE = False  # its own log lines name the account; ours do not
 LOGIN_URL = "tenants:sign-in"
 LOGIN_REDIRECT_URL = "tenants:home"
 LOGOUT_REDIRECT_URL = "tenants:sign-in"

@@ -28,6 +28,7 @@ from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
 from tenants.models import AccessRequest, ApiToken, Membership, Role
 from tenants.regions import layout, region_label
 from tenants.selectors import demo_memberships
+from tenants.sign_in_defences import demo_sign_in_allowed, demo_sign_in_failed, lockout_message
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,12 @@ def demo_sign_in(request: HttpRequest) -> HttpResponse:
     if not settings.DEMO_SIGN_IN:
         raise Http404("Demo sign-in is off.")
     username = request.POST.get("username", "")
+    if not demo_sign_in_allowed(request, username):
+        messages.error(request, lockout_message(request))
+        return redirect("tenants:sign-in")
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None or not username.startswith(DEMO_USERNAME_PREFIX):
+        demo_sign_in_failed(request, username)
         messages.error(request, "That is not one of the demo users.")
         return redirect("tenants:sign-in")
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
