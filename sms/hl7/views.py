@@ -8,8 +8,11 @@ other than the ACK are plain text, for the interface engineer reading them.
 
 from __future__ import annotations
 
+import logging
+
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from connector.models import Environment
@@ -18,6 +21,8 @@ from sms.hl7.ingest import HL7_CONTENT_TYPE, HTTP, ingest_message, max_body_byte
 
 SIGNATURE_HEADER = "X-HL7-Signature"
 
+logger = logging.getLogger("sms.hl7")
+
 
 def _text(status: int, message: str) -> HttpResponse:
     return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
@@ -25,7 +30,21 @@ def _text(status: int, message: str) -> HttpResponse:
 
 @csrf_exempt  # machine-to-machine: the signature, not a cookie, authenticates
 @require_POST
+@sensitive_variables()  # an error report must never show the body (names, phone numbers)
 def ingest(request: HttpRequest, tenant_id: str, environment: str) -> HttpResponse:
+    # Django's 500 page (with DEBUG on: the demo) shows the request and the view's
+    # variables; the feed answers a failure here itself, with nothing from the message.
+    # After the signature check ingest_message answers every failure with an ACK;
+    # this is for what happens before (the database unreachable, say).
+    try:
+        return _ingest(request, tenant_id, environment)
+    except Exception as error:  # noqa: BLE001
+        logger.error("hl7 feed request failed before a message was read: %s", type(error).__name__)
+        return _text(503, "the scheduling feed cannot take messages right now: send the message again later")
+
+
+@sensitive_variables()
+def _ingest(request: HttpRequest, tenant_id: str, environment: str) -> HttpResponse:
     tenant = feed_tenant(tenant_id) if environment in Environment.values else None
     if tenant is None:
         return _text(404, "unknown ingest URL: copy it from the SMS configuration record in the portal")
