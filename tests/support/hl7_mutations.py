@@ -233,6 +233,9 @@ def mutate(rng: random.Random, serial: int) -> tuple[bytes, list[str]]:
     applied = []
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         name, mutation = rng.choice(MUTATIONS)
-        body = mutation(rng, body)
+        try:
+            body = mutation(rng, body)
+        except (IndexError, ValueError):
+            continue  # nothing left to mutate that way (an earlier mutation emptied the message)
         applied.append(name)
     return body, applied
