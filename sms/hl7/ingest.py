@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.utils import timezone
 
 from connector.row_insert import rows_insert
 from sms.hl7.ack import ACCEPT, ERROR, REJECT, ack_build
@@ -127,6 +128,17 @@ def _authenticate(
         return (
             "no signing certificate is set up for this environment: upload the EHR's certificate "
             "in the portal (SMS settings) first"
+        )
+    now = timezone.now()
+    if certificate.not_after <= now:
+        return (
+            f"the organization's signing certificate for this environment expired on "
+            f"{certificate.not_after:%Y-%m-%d}: upload the EHR's renewed certificate in the portal"
+        )
+    if certificate.not_before > now:
+        return (
+            f"the organization's signing certificate for this environment is not valid before "
+            f"{certificate.not_before:%Y-%m-%d %H:%M} UTC"
         )
     if via == MLLP:
         if peer is None:
