@@ -143,6 +143,8 @@ def _err_text(ack: hl7.Message) -> str:
         (b"||30|MIN|", b"||inf|MIN|", None),
         (b"TQ1|1||||||20270112093000|", b"TQ1|1||||||00010101000000|", "TQ1-7 is out of range"),
         (b"TQ1|1||||||20270112093000|", b"TQ1|1||||||99991231235959+1400|", "TQ1-7 is out of range"),
+        (b"|EPC0000100001|", b"|\\X00\\|", "MSH-10 (message control ID) is empty"),  # escaped NUL
+        (b"SCH|4000123456^EPIC|", b"SCH|40001\\X00\\23456^EPIC|", None),
         (b"MSH|^~\\&|", b"MSH|^^^^|", "MSH-2 (encoding characters)"),
         (b"MSH|^~\\&|", b"MSH|^~\\^|", "MSH-2 (encoding characters)"),
     ],

@@ -29,7 +29,8 @@ def value(
         found = segment.extract_field(1, field_no, repetition, component, subcomponent)
     except (IndexError, TypeError, ValueError):
         return ""
-    found = str(found).strip()
+    # An escaped NUL (\X00\) unescapes to a character PostgreSQL cannot store: dropped.
+    found = str(found).replace("\x00", "").strip()
     return "" if found == '""' else found
 
 
