@@ -111,7 +111,12 @@ def run(args) -> None:
         for name in applied:
             mutations_by_answer[answer][name] += 1
         if (serial + 1) % 10_000 == 0:
-            print(f"  {serial + 1} messages, {time.perf_counter() - started:.0f} s", flush=True)
+            so_far = ", ".join(f"{answer} {count}" for answer, count in answers.most_common())
+            print(
+                f"  {serial + 1} messages, {time.perf_counter() - started:.0f} s: {so_far}; "
+                f"without an ACK {without_ack}, catch-all {errors.count}, 500 {server_errors}",
+                flush=True,
+            )
     elapsed = time.perf_counter() - started
     print(
         f"\n{args.messages} mutated SIU messages in {elapsed:.0f} s ({args.messages / elapsed:.0f}/s), "
