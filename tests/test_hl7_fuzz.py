@@ -256,3 +256,25 @@ def test_with_debug_on_a_failure_never_shows_the_message(client, feed, settings,
 
     assert response.status_code == 503
     assert b"QUINN" not in response.content and b"Traceback" not in response.content
+
+
+def test_over_mllp_a_batch_and_a_failure_get_the_same_answers_as_over_https(feed, monkeypatch):
+    from sms.hl7.ingest import MLLP, TlsClientIdentity, ingest_message
+
+    def over_mllp(body: bytes):
+        return ingest_message(
+            tenant=feed.tenant,
+            environment="test",
+            body=body,
+            signature=None,
+            via=MLLP,
+            peer=TlsClientIdentity(feed.certificate.thumbprint_sha256),
+        )
+
+    batch = over_mllp(b"FHS|^~\\&|EPIC|NVH\rBHS|^~\\&|EPIC|NVH\r" + fixture(EPIC) + b"\rBTS|1\rFTS|1")
+    assert batch.ack_code == "AR" and "batches (FHS/BHS) are not accepted" in batch.error
+
+    monkeypatch.setattr("sms.hl7.ingest.appointment_apply", lambda **_: 1 / 0)
+    failed = over_mllp(fixture(EPIC))
+    assert failed.ack_code == "AE"
+    assert "send it again" not in failed.error and "sent unchanged it will fail again" in failed.error
