@@ -250,6 +250,8 @@ def endpoint_settings(request: HttpRequest, pk: int) -> HttpResponse:
         "quiet_hours_end": row.quiet_hours_end,
         "default_language": row.default_language,
         "contact": row.contact,
+        "appointment_id_field": row.appointment_id_field,
+        "phone_region": row.phone_region,
     }
     form = EndpointSmsForm(request.POST or None, initial=initial, numbers=numbers)
     if not can_configure:
@@ -285,6 +287,8 @@ def endpoint_settings(request: HttpRequest, pk: int) -> HttpResponse:
                 quiet_hours_end=data["quiet_hours_end"],
                 default_language=data["default_language"],
                 contact=data["contact"],
+                appointment_id_field=data["appointment_id_field"],
+                phone_region=data["phone_region"],
                 templates={**row.templates, **overrides},
             )
         except ValidationError as error:

@@ -34,8 +34,9 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def parse(text: str, zone: str = CHICAGO):
-    return scheduling_parse(text.replace("\n", "\r").encode(), time_zone=zone)
+def parse(text: str, zone: str = CHICAGO, id_field: str = "SCH-1"):
+    """`siu()` puts its appointment ID in SCH-1 (placer), so read it there unless a test says otherwise."""
+    return scheduling_parse(text.replace("\n", "\r").encode(), time_zone=zone, id_field=id_field)
 
 
 def siu(
@@ -182,6 +183,7 @@ FIXTURE_EXPECTATIONS = {
         sender="SCHEDULER^LAKESIDE",
         control_id="LKS-000042",
         external_id="LKS-APPT-9001",
+        id_field="SCH-1",  # this scheduler fills only the placer ID
         start=utc(2027, 2, 8, 17, 0),
         end=utc(2027, 2, 8, 18, 0),
         phone="+12125550143",
@@ -197,7 +199,11 @@ def test_it_reads_each_fixture(name):
     expected = FIXTURE_EXPECTATIONS[name]
     line_ending = b"\n" if name.endswith("_lf.hl7") else b"\r"
 
-    parsed = scheduling_parse(fixture(name, line_ending=line_ending), time_zone=expected["zone"])
+    parsed = scheduling_parse(
+        fixture(name, line_ending=line_ending),
+        time_zone=expected["zone"],
+        id_field=expected.get("id_field", "SCH-2"),
+    )
 
     message = parsed.scheduling
     assert parsed.envelope.message_type == f"SIU^{expected['event']}"
@@ -253,7 +259,7 @@ def test_blank_lines_and_trailing_empty_fields_are_ignored():
 def test_a_message_in_latin_1_is_read():
     text = siu(pid="PID|1||MRN1||NÚÑEZ^JOSÉ||||||||^PRN^CP^^1^415^5550123||spa").replace("\n", "\r")
 
-    parsed = scheduling_parse(text.encode("latin-1"), time_zone=CHICAGO)
+    parsed = scheduling_parse(text.encode("latin-1"), time_zone=CHICAGO, id_field="SCH-1")
 
     assert parsed.scheduling.language == "es"
 
@@ -380,17 +386,60 @@ def test_unusable_durations_are_none(amount, unit):
 # --- identity ------------------------------------------------------------------------------
 
 
-def test_the_appointment_id_is_sch_1_then_sch_2():
-    assert parse(siu(sch="SCH|P-1^EPIC|F-1^EPIC||||||||30|MIN")).scheduling.external_id == "P-1"
-    assert parse(siu(sch="SCH||F-1^EPIC||||||||30|MIN")).scheduling.external_id == "F-1"
+def test_the_appointment_id_is_the_filler_id_unless_the_endpoint_chooses_another_field():
+    text = siu(
+        sch="SCH|P-1^EPIC|F-1^EPIC||||||||30|MIN||||||||||||||||ORD-7",
+        extra="ARQ|PQ-1|AQ-1\nPV1|1|O|VIRTUAL||||||||||||||||CSN-9",
+    )
+
+    assert parse(text, id_field="SCH-2").scheduling.external_id == "F-1"
+    assert parse(text, id_field="SCH-1").scheduling.external_id == "P-1"
+    assert parse(text, id_field="SCH-27").scheduling.external_id == "ORD-7"
+    assert parse(text, id_field="ARQ-2").scheduling.external_id == "AQ-1"
+    assert parse(text, id_field="PV1-19").scheduling.external_id == "CSN-9"
+    assert scheduling_parse(text.replace("\n", "\r"), time_zone=CHICAGO).scheduling.external_id == "F-1"
 
 
-def test_an_appointment_without_id_is_a_precise_error():
+def test_the_sending_facility_is_not_part_of_the_identity():
+    east = parse(siu().replace("|NVH|", "|NVH-EAST|", 1)).scheduling
+
+    assert east.external_id == parse(siu()).scheduling.external_id == "A-1"
+    assert east.sending_facility == "NVH-EAST"
+
+
+@pytest.mark.parametrize(
+    ("id_field", "sch", "reason"),
+    [
+        (
+            "SCH-2",
+            "SCH|P-1^EPIC|||||||||30|MIN",
+            "SCH-2 (filler appointment ID) is empty: the appointment has no ID. This feed reads the "
+            "appointment ID from SCH-2; send it there, or change the appointment ID field in the SMS settings",
+        ),
+        (
+            "SCH-1",
+            "SCH||F-1||||||||30|MIN",
+            "SCH-1 (placer appointment ID) is empty: the appointment has no ID. This feed reads the "
+            "appointment ID from SCH-1; send it there, or change the appointment ID field in the SMS settings",
+        ),
+    ],
+)
+def test_an_appointment_without_id_is_an_error_naming_the_chosen_field(id_field, sch, reason):
     with pytest.raises(MalformedMessage) as refused:
-        parse(siu(sch="SCH|||||||||30|MIN"))
+        parse(siu(sch=sch), id_field=id_field)
 
-    assert refused.value.reason == "SCH-1 and SCH-2 are both empty: the appointment has no ID"
+    assert refused.value.reason == reason
     assert refused.value.code == REQUIRED_FIELD_MISSING
+    assert refused.value.location == Location("SCH", int(id_field[-1]))
+
+
+@pytest.mark.parametrize("constant", ["0", "000", "NA", "N/A", "null", "---", "NVH", "EPIC"])
+def test_a_placeholder_or_the_senders_name_is_not_an_appointment_id(constant):
+    with pytest.raises(MalformedMessage) as refused:
+        parse(siu(sch=f"SCH|{constant}^EPIC||||||||30|MIN"))
+
+    assert refused.value.reason.startswith("SCH-1 (placer appointment ID) holds a placeholder")
+    assert refused.value.code == DATA_TYPE_ERROR
     assert refused.value.location == Location("SCH", 1)
 
 
@@ -609,7 +658,7 @@ def test_a_truncated_message_is_malformed_with_its_header():
     truncated = whole[: whole.index(b"\rSCH|") + 12]  # cut inside SCH: no start time anywhere
 
     with pytest.raises(MalformedMessage) as refused:
-        scheduling_parse(truncated, time_zone=CHICAGO)
+        scheduling_parse(truncated, time_zone=CHICAGO, id_field="SCH-1")
 
     assert refused.value.envelope.control_id == "EPC0000100001"
     assert refused.value.reason == "no start time in TQ1-7, SCH-11 or AIS/AIL/AIP"

@@ -33,13 +33,20 @@ from sms.hl7.parse import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
     HL7Error,
+    Location,
     NotHL7,
     ParsedMessage,
     scheduling_parse,
 )
 from sms.hl7.signature import SignatureInvalid, verify_signature
 from sms.models import ProcessedMessage, SigningCertificate
-from sms.services.appointments import NEW, AppliedMessage, AppointmentAlreadyStored, appointment_apply
+from sms.services.appointments import (
+    NEW,
+    AppliedMessage,
+    AppointmentAlreadyStored,
+    AppointmentIdReused,
+    appointment_apply,
+)
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
@@ -166,7 +173,7 @@ def ingest_message(
         endpoint = setup.endpoint
         zone = endpoint.time_zone if endpoint else "UTC"
         try:
-            parsed = scheduling_parse(body, time_zone=zone)
+            parsed = scheduling_parse(body, time_zone=zone, **_parse_options(setup))
         except NotHL7 as error:
             return _refuse(400, error.reason)
         except HL7Error as error:
@@ -195,6 +202,12 @@ def ingest_message(
             )
             return _answer(parsed, REJECT, reason=reason, error_code=APPLICATION_INTERNAL_ERROR)
         return _apply(tenant, setup, parsed)
+
+
+def _parse_options(setup: FeedSetup) -> dict:
+    """What the endpoint's SMS settings say about reading its messages (the appointment ID's field)."""
+    sms_settings = setup.sms_settings
+    return {"id_field": sms_settings.appointment_id_field} if sms_settings else {}
 
 
 def _note(parsed: ParsedMessage) -> str:
@@ -288,6 +301,18 @@ def _apply(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage) -> IngestRes
             ERROR,
             reason="the appointment was being updated by another message: send again",
             error_code=APPLICATION_INTERNAL_ERROR,
+        )
+    except AppointmentIdReused as error:
+        logger.warning(
+            "hl7 %s %s: appointment ID reused for another patient", envelope.message_type, envelope.control_id
+        )
+        segment, _, position = error.id_field.partition("-")
+        return _answer(
+            parsed,
+            ERROR,
+            reason=error.reason,
+            error_code=DATA_TYPE_ERROR,
+            location=Location(segment, int(position)),
         )
     except (ValueError, OverflowError) as error:
         logger.warning(

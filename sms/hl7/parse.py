@@ -9,7 +9,8 @@ Field mapping (see docs/scheduling-feed.md for the full table):
 - start: TQ1-7, else SCH-11.4, else AIS-4 / AIL-6 / AIP-6 / AIG-8
 - duration: SCH-9 with SCH-10 units, else TQ1-8 (end), else SCH-11.5 (end),
   else AIS-7/8, AIL-9/10, AIP-9/10, AIG-11/12, else 30 minutes (flagged)
-- identity: SCH-1 (placer ID), else SCH-2 (filler ID), within MSH-4
+- identity: the field the endpoint's SMS settings name (SCH-2, the filler ID, by default),
+  within the organization and environment; never MSH-4
 - mobile number: PID-13, cellular (XTN-3 = CP) first
 - language: PID-15; department: AIL-3, else PV1-3
 """
@@ -63,7 +64,18 @@ ERROR_CODE_NAMES = {
 _VERSION = re.compile(r"^2\.[3-9](\.\d{1,2})?$")
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 # The segments an SIU is read from (see _siu); the others are checked, not parsed.
-SCHEDULING_SEGMENTS = frozenset({"MSH", "SCH", "TQ1", "PID", "PV1", "AIS", "AIL", "AIP", "AIG"})
+SCHEDULING_SEGMENTS = frozenset({"MSH", "SCH", "TQ1", "ARQ", "PID", "PV1", "AIS", "AIL", "AIP", "AIG"})
+# Where an EHR may put its appointment ID (sms.models.AppointmentIdField), as words for errors.
+ID_FIELD_NAMES = {
+    "SCH-1": "placer appointment ID",
+    "SCH-2": "filler appointment ID",
+    "SCH-27": "filler order number",
+    "ARQ-2": "filler appointment ID",
+    "PV1-19": "visit number",
+}
+DEFAULT_ID_FIELD = "SCH-2"
+# Values senders put in an ID field when they have none: refused like an empty field.
+_PLACEHOLDER_ID = re.compile(r"^(?:0+|-+|\.+|N/?A|NONE|NULL|UNKNOWN|TBD|X+)$", re.IGNORECASE)
 _SUPPORTED_TEXT = "only SIU scheduling messages S12, S13, S14, S15, S17 and S26 are accepted"
 
 
@@ -330,8 +342,13 @@ def _zone_for(start: datetime, offset: timedelta | None, endpoint_zone: str, not
 # --- the SIU message -------------------------------------------------------------------
 
 
-def scheduling_parse(body: bytes | str, *, time_zone: str, default_region: str = "US") -> ParsedMessage:
+def scheduling_parse(
+    body: bytes | str, *, time_zone: str, default_region: str = "US", id_field: str = DEFAULT_ID_FIELD
+) -> ParsedMessage:
     """Parse one SIU message. `time_zone` is the endpoint's IANA zone: times without an offset are read in it.
+
+    `id_field` is where the appointment ID is read ("SCH-2" by default, see ID_FIELD_NAMES);
+    `default_region` is the country of numbers written without a country code.
 
     Raises NotHL7 (no MSH: nothing to acknowledge), UnsupportedMessage (another type
     or version: AR) or MalformedMessage (AE, or AR for an unusable header), each
@@ -340,13 +357,52 @@ def scheduling_parse(body: bytes | str, *, time_zone: str, default_region: str =
     message = er7_parse(body, only=SCHEDULING_SEGMENTS)
     envelope = envelope_read(message)
     try:
-        return _siu(message, envelope, time_zone, default_region)
+        return _siu(message, envelope, time_zone, default_region, id_field)
     except HL7Error as error:
         error.envelope = envelope
         raise
 
 
-def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_region: str) -> ParsedMessage:
+def appointment_id_read(message: hl7.Message, envelope: Envelope, id_field: str) -> str:
+    """The EHR's appointment ID from `id_field`; AE naming the field when it is empty or a placeholder.
+
+    The sending facility (MSH-4) is never part of it: one EHR's messages about one
+    appointment do not always come from the same facility code.
+    """
+    if id_field not in ID_FIELD_NAMES:
+        id_field = DEFAULT_ID_FIELD
+    segment_id, position = id_field.split("-")
+    name = f"{id_field} ({ID_FIELD_NAMES[id_field]})"
+    location = Location(segment_id, int(position))
+    found = value(_first(message, segment_id), int(position), 1)
+    if not found:
+        raise MalformedMessage(
+            f"{name} is empty: the appointment has no ID. This feed reads the appointment ID from "
+            f"{id_field}; send it there, or change the appointment ID field in the SMS settings",
+            location=location,
+        )
+    if _PLACEHOLDER_ID.match(found) or found.upper() in {
+        envelope.sending_application.upper(),
+        envelope.sending_facility.upper(),
+    }:
+        raise MalformedMessage(
+            f"{name} holds a placeholder or the sender's name, not an appointment ID: send the ID of "
+            f"the appointment there, or change the appointment ID field in the SMS settings",
+            code=DATA_TYPE_ERROR,
+            location=location,
+        )
+    return found[:200]
+
+
+def patient_key_read(pid: hl7.Segment | None) -> str:
+    """PID-3's first identifier with its assigning authority (CX-1^CX-4), or ""; hashed by the caller."""
+    identifier = value(pid, 3, 1)
+    return f"{identifier}^{value(pid, 3, 4)}" if identifier else ""
+
+
+def _siu(
+    message: hl7.Message, envelope: Envelope, time_zone: str, default_region: str, id_field: str
+) -> ParsedMessage:
     zone = _zone(time_zone)
     notes: list[str] = []
     msh = message[0]
@@ -360,11 +416,7 @@ def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_regio
     sch = _first(message, "SCH")
     if sch is None:
         raise MalformedMessage("SCH segment missing", code=SEGMENT_SEQUENCE_ERROR, location=Location("SCH"))
-    external_id = value(sch, 1) or value(sch, 2)
-    if not external_id:
-        raise MalformedMessage(
-            "SCH-1 and SCH-2 are both empty: the appointment has no ID", location=Location("SCH", 1)
-        )
+    external_id = appointment_id_read(message, envelope, id_field)
 
     tq1 = _first(message, "TQ1")
     resources = [
@@ -407,7 +459,9 @@ def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_regio
         event=envelope.trigger,
         message_time=message_time.astimezone(UTC),
         sending_facility=envelope.sending_facility[:200],
-        external_id=external_id[:200],
+        external_id=external_id,
+        patient=patient_key_read(pid),
+        id_field=id_field if id_field in ID_FIELD_NAMES else DEFAULT_ID_FIELD,
         start=start_utc,
         end=end_utc,
         phone=phone,

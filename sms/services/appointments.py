@@ -54,14 +54,16 @@ class SchedulingMessage:
 
     event: str  # S12, S13, S14, S15, S17, S26
     message_time: datetime  # MSH-7, aware
-    sending_facility: str  # MSH-4
-    external_id: str  # SCH-1 or SCH-2
+    sending_facility: str  # MSH-4: kept for support, not part of the identity
+    external_id: str  # the EHR's appointment ID, from the endpoint's chosen field (SCH-2 by default)
     start: datetime  # aware
     end: datetime  # aware
     phone: str = ""  # E.164, or empty when PID-13 has no usable mobile number
     language: str = "en"
     department: str = ""
     time_zone: str = ""  # IANA name (or Etc/GMT±N from a fixed offset); empty: the endpoint's
+    patient: str = ""  # PID-3 (identifier^authority): only its keyed hash is stored
+    id_field: str = "SCH-2"  # where external_id was read, for the error that names it
 
 
 # What a message can change on a stored appointment (never its organization, endpoint or identity).
@@ -83,6 +85,31 @@ class AppliedMessage:
     applied: bool  # False when the message was older than the stored state
     scheduled: list[OutboundMessage]
     note: str = ""
+
+
+class AppointmentIdReused(Exception):
+    """The appointment ID is stored for another patient: the field holds a constant, not an ID.
+
+    Rule (docs/scheduling-feed.md, "Appointment identity"): an ID is a constant when the
+    appointment stored under it, in the same organization and environment, belongs to a
+    different patient (PID-3's identifier and assigning authority, compared by keyed hash).
+    Applying it would merge two patients' appointments, so it is refused (AE) and nothing
+    changes. Messages without PID-3 are not checked.
+    """
+
+    def __init__(self, id_field: str) -> None:
+        super().__init__(id_field)
+        self.id_field = id_field
+        self.reason = (
+            f"{id_field} holds an appointment ID already used for another patient: it is not the "
+            "appointment's own ID. Send a unique ID there, or change the appointment ID field in the "
+            "SMS settings"
+        )
+
+
+def patient_key(identifier: str) -> str:
+    """Keyed hash of the patient's identifier: equal for the same patient, reveals nothing."""
+    return number_hash(f"patient:{identifier}") if identifier else ""
 
 
 class AppointmentAlreadyStored(Exception):
@@ -126,7 +153,10 @@ def appointment_apply(
     # No savepoint when the caller's transaction is open (the feed's is): a failure
     # here rolls back the caller's work too, which is what the feed wants.
     with transaction.atomic(savepoint=False):
-        appointment = None if assume_new else _stored_appointment(message)
+        appointment = None if assume_new else _stored_appointment(endpoint, message)
+        patient = patient_key(message.patient)
+        if appointment is not None and patient and appointment.patient_key and patient != appointment.patient_key:
+            raise AppointmentIdReused(message.id_field)
         if appointment is not None and message.message_time < appointment.state_as_of:
             logger.info("appointment %s: message older than stored state ignored", appointment.pk)
             return AppliedMessage(appointment, False, [], "older than the state already stored; not applied")
@@ -141,8 +171,10 @@ def appointment_apply(
             appointment = Appointment(
                 tenant=tenant,
                 endpoint=endpoint,
+                environment=endpoint.environment,
                 sending_facility=message.sending_facility,
                 external_id=message.external_id,
+                patient_key=patient,
             )
         appointment.start = message.start
         appointment.end = message.end
@@ -154,6 +186,9 @@ def appointment_apply(
         if message.language:
             appointment.language = message.language
         changed = list(_FIELDS_A_MESSAGE_SETS)
+        if patient and not appointment.patient_key:
+            appointment.patient_key = patient
+            changed.append("patient_key")
         if message.phone and not appointment.phone_purged_at and message.phone != appointment.phone:
             appointment.phone = message.phone
             appointment.phone_last_four = last_four(message.phone)
@@ -178,12 +213,16 @@ def appointment_apply(
     return AppliedMessage(appointment, True, scheduled)
 
 
-def _stored_appointment(message: SchedulingMessage) -> Appointment | None:
-    """The appointment the message is about, locked until the transaction ends; None if new."""
+def _stored_appointment(endpoint: FhirEndpoint, message: SchedulingMessage) -> Appointment | None:
+    """The appointment the message is about, locked until the transaction ends; None if new.
+
+    Identity is the EHR's ID within the organization and environment: not the endpoint
+    (the feed's endpoint may change) and not the sending facility.
+    """
     return next(
         iter(
             Appointment.objects.select_for_update().filter(
-                sending_facility=message.sending_facility, external_id=message.external_id
+                tenant=endpoint.tenant_id, environment=endpoint.environment, external_id=message.external_id
             )[:1]  # unique: no ORDER BY needed, unlike first()
         ),
         None,

@@ -1,0 +1,137 @@
+"""The scheduling feed against the shapes of real senders (Epic, Oracle Health, interface engines).
+
+Identity, ordering, times and texts-once, posted signed through the HTTPS view.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import hl7
+import pytest
+import time_machine
+
+from sms.models import Appointment, AppointmentStatus, MessageKind, MessageState, OutboundMessage, SmsSettings
+from tenants.scoping import tenant_scope
+from tests.support.siu_shapes import ENGINE, EPIC, ORACLE, siu
+from tests.test_hl7_ingest import set_up_feed
+
+NOW = datetime(2027, 1, 5, 14, 31, tzinfo=UTC)  # a week before the visits the messages book
+
+
+@pytest.fixture
+def feed(org_a):
+    with time_machine.travel(NOW, tick=False):
+        yield set_up_feed(org_a)
+
+
+def post(client, feed, body: bytes):
+    from tests.support.hl7_feed import sign
+
+    response = client.post(
+        feed.url,
+        data=body,
+        content_type="x-application/hl7-v2+er7",
+        HTTP_X_HL7_SIGNATURE=sign(body, feed.key),
+    )
+    assert response.status_code == 200
+    return hl7.parse(response.content.decode())
+
+
+def code(ack) -> str:
+    return str(ack.segment("MSA")(1))
+
+
+def reason(ack) -> str:
+    """ERR-8 (v2.5 and later), else MSA-3 (v2.3 and v2.4 senders)."""
+    err = ack.segment("ERR")
+    text = str(err(8)) if len(err) > 8 else str(ack.segment("MSA")(3))
+    return ack.unescape(text)
+
+
+def stored(feed) -> list[Appointment]:
+    with tenant_scope(feed.tenant):
+        return list(Appointment.objects.order_by("pk"))
+
+
+def texts(feed, **filters) -> list[OutboundMessage]:
+    with tenant_scope(feed.tenant):
+        return list(OutboundMessage.objects.filter(**filters).order_by("send_at", "pk"))
+
+
+def choose_id_field(feed, field: str) -> None:
+    with tenant_scope(feed.tenant):
+        SmsSettings.objects.filter(endpoint=feed.endpoint).update(appointment_id_field=field)
+    from sms.hl7.feed_setup import feed_setup_forget
+
+    feed_setup_forget()
+
+
+# --- item 3: appointment identity -------------------------------------------------------------
+
+
+def test_an_epic_cancellation_from_another_facility_code_cancels_the_booked_appointment(client, feed):
+    post(client, feed, siu(EPIC, control_id="E1", facility="NVH"))
+
+    ack = post(client, feed, siu(EPIC, trigger="S15", control_id="E2", msh7="20270105090000", facility="NVHEAST"))
+
+    assert code(ack) == "AA"
+    [appointment] = stored(feed)
+    assert appointment.status == AppointmentStatus.CANCELLED
+    assert texts(feed, kind=MessageKind.REMINDER, state=MessageState.SCHEDULED) == []
+
+
+def test_oracle_health_appointments_are_identified_by_the_filler_id(client, feed):
+    post(client, feed, siu(ORACLE, control_id="C1", appointment_id="77001234"))
+    post(client, feed, siu(ORACLE, control_id="C2", appointment_id="77001299", patient="9001133"))
+
+    assert [a.external_id for a in stored(feed)] == ["77001234", "77001299"]
+    assert {a.environment for a in stored(feed)} == {"test"}
+
+
+def test_an_engine_constant_in_sch_1_does_not_merge_patients_with_the_default_field(client, feed):
+    post(client, feed, siu(ENGINE, control_id="R1", appointment_id="A-100", patient="P1"))
+    post(client, feed, siu(ENGINE, control_id="R2", appointment_id="A-200", patient="P2"))
+
+    assert [a.external_id for a in stored(feed)] == ["A-100", "A-200"]
+
+
+def test_a_constant_in_the_chosen_field_is_refused_with_an_error_naming_it(client, feed):
+    choose_id_field(feed, "SCH-1")
+    assert code(post(client, feed, siu(ENGINE, control_id="R1", appointment_id="A-100", patient="P1"))) == "AA"
+
+    ack = post(client, feed, siu(ENGINE, control_id="R2", appointment_id="A-200", patient="P2"))
+
+    assert code(ack) == "AE"
+    assert reason(ack).startswith("SCH-1 holds an appointment ID already used for another patient")
+    assert str(ack.segment("ERR")(2)) == "SCH^1^1"
+    [appointment] = stored(feed)  # the first patient's appointment is untouched
+    assert appointment.start == datetime(2027, 1, 12, 15, 30, tzinfo=UTC)
+    assert len(texts(feed)) == 3  # its confirmation and two reminders; nothing for the second patient
+
+
+def test_an_empty_chosen_field_is_refused_with_an_error_naming_it(client, feed):
+    choose_id_field(feed, "SCH-1")
+
+    ack = post(client, feed, siu(ORACLE, control_id="C1"))
+
+    assert code(ack) == "AE"
+    assert reason(ack).startswith("SCH-1 (placer appointment ID) is empty")
+    assert stored(feed) == []
+
+
+def test_the_visit_number_can_identify_epic_appointments(client, feed):
+    choose_id_field(feed, "PV1-19")
+
+    post(client, feed, siu(EPIC, control_id="E1", appointment_id="4000999"))
+
+    assert [a.external_id for a in stored(feed)] == ["4000999"]
+
+
+def test_the_same_id_in_another_environment_is_another_appointment(client, feed, org_a):
+    production = set_up_feed(org_a, environment="production")
+    post(client, feed, siu(EPIC, control_id="E1"))
+    post(client, production, siu(EPIC, control_id="E2"))
+
+    with tenant_scope(org_a):
+        assert sorted(Appointment.objects.values_list("environment", flat=True)) == ["production", "test"]
