@@ -135,3 +135,93 @@ def test_the_same_id_in_another_environment_is_another_appointment(client, feed,
 
     with tenant_scope(org_a):
         assert sorted(Appointment.objects.values_list("environment", flat=True)) == ["production", "test"]
+
+
+# --- item 4: ordering -------------------------------------------------------------------------
+
+
+def status(feed) -> str:
+    [appointment] = stored(feed)
+    return appointment.status
+
+
+def pending(feed, kind=None) -> list[OutboundMessage]:
+    filters = {"state": MessageState.SCHEDULED}
+    if kind:
+        filters["kind"] = kind
+    return texts(feed, **filters)
+
+
+def test_a_same_second_update_does_not_undo_a_cancellation(client, feed):
+    post(client, feed, siu(EPIC, control_id="E1"))
+    post(client, feed, siu(EPIC, trigger="S15", control_id="E2", msh7="20270105090000"))
+    cancellation_texts = texts(feed, kind=MessageKind.CANCELLATION)
+
+    ack = post(client, feed, siu(EPIC, trigger="S14", control_id="E3", msh7="20270105090000"))
+
+    assert code(ack) == "AA"
+    assert status(feed) == AppointmentStatus.CANCELLED
+    assert pending(feed, MessageKind.REMINDER) == []
+    assert texts(feed, kind=MessageKind.CANCELLATION) == cancellation_texts
+    assert len(texts(feed, kind=MessageKind.CONFIRMATION)) == 1
+
+
+def test_an_older_update_arriving_after_the_cancellation_is_not_applied(client, feed):
+    post(client, feed, siu(ORACLE, control_id="C1", msh7="20270105080000"))
+    post(client, feed, siu(ORACLE, trigger="S15", control_id="C3", msh7="20270105100000"))
+
+    post(client, feed, siu(ORACLE, trigger="S13", control_id="C2", msh7="20270105090000", start="20270113093000"))
+
+    [appointment] = stored(feed)
+    assert appointment.status == AppointmentStatus.CANCELLED
+    assert appointment.start == datetime(2027, 1, 12, 15, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        ("S15", AppointmentStatus.CANCELLED),
+        ("S16", AppointmentStatus.CANCELLED),
+        ("S17", AppointmentStatus.DELETED),
+        ("S26", AppointmentStatus.NO_SHOW),
+    ],
+)
+def test_s15_s16_s17_end_the_appointment_and_s26_marks_a_no_show(client, feed, trigger, expected):
+    post(client, feed, siu(ENGINE, control_id="R1"))
+
+    ack = post(client, feed, siu(ENGINE, trigger=trigger, control_id="R2", msh7="20270105090000"))
+
+    assert code(ack) == "AA"
+    assert status(feed) == expected
+    assert pending(feed, MessageKind.REMINDER) == []
+
+
+def test_a_discontinuation_tells_the_patient_like_a_cancellation(client, feed):
+    post(client, feed, siu(EPIC, control_id="E1"))
+
+    post(client, feed, siu(EPIC, trigger="S16", control_id="E2", msh7="20270105090000"))
+
+    assert len(texts(feed, kind=MessageKind.CANCELLATION)) == 1
+
+
+@pytest.mark.parametrize("trigger", ["S12", "S13"])
+def test_a_later_booking_books_a_cancelled_appointment_again(client, feed, trigger):
+    post(client, feed, siu(EPIC, control_id="E1"))
+    post(client, feed, siu(EPIC, trigger="S15", control_id="E2", msh7="20270105090000"))
+
+    post(client, feed, siu(EPIC, trigger=trigger, control_id="E3", msh7="20270105090001"))
+
+    assert status(feed) == AppointmentStatus.BOOKED
+    assert len(pending(feed, MessageKind.REMINDER)) == 2
+    assert len(texts(feed, kind=MessageKind.CONFIRMATION)) == 2  # the booking, and the booking again
+
+
+def test_a_later_modification_of_a_cancelled_appointment_does_not_book_it_again(client, feed):
+    post(client, feed, siu(EPIC, control_id="E1"))
+    post(client, feed, siu(EPIC, trigger="S15", control_id="E2", msh7="20270105090000"))
+
+    post(client, feed, siu(EPIC, trigger="S14", control_id="E3", msh7="20270105100000", start="20270112100000"))
+
+    assert status(feed) == AppointmentStatus.CANCELLED
+    assert pending(feed, MessageKind.REMINDER) == []
+    assert len(texts(feed, kind=MessageKind.CONFIRMATION)) == 1

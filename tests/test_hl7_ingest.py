@@ -453,8 +453,8 @@ def test_an_unsupported_message_type_is_rejected_and_the_answer_is_remembered(cl
     assert appointments(feed_a.tenant) == []
 
 
-def test_siu_s16_is_rejected_as_an_unsupported_event(client, feed_a):
-    body = fixture("epic_siu_s12_v251.hl7").replace(b"SIU^S12^SIU_S12", b"SIU^S16^SIU_S12")
+def test_siu_s18_is_rejected_as_an_unsupported_event(client, feed_a):
+    body = fixture("epic_siu_s12_v251.hl7").replace(b"SIU^S12^SIU_S12", b"SIU^S18^SIU_S12")
 
     response = post(client, feed_a, body)
 

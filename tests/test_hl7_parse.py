@@ -613,10 +613,10 @@ def test_the_message_time_orders_updates_and_honours_its_offset():
 
 def test_other_siu_events_are_unsupported():
     with pytest.raises(UnsupportedMessage) as refused:
-        parse(siu(trigger="S16"))
+        parse(siu(trigger="S18"))
 
     assert refused.value.code == UNSUPPORTED_EVENT_CODE
-    assert "SIU S16" in refused.value.reason
+    assert "SIU S18" in refused.value.reason
 
 
 @pytest.mark.parametrize("version", ["2.1", "2.2", "3.0"])

@@ -76,7 +76,7 @@ ID_FIELD_NAMES = {
 DEFAULT_ID_FIELD = "SCH-2"
 # Values senders put in an ID field when they have none: refused like an empty field.
 _PLACEHOLDER_ID = re.compile(r"^(?:0+|-+|\.+|N/?A|NONE|NULL|UNKNOWN|TBD|X+)$", re.IGNORECASE)
-_SUPPORTED_TEXT = "only SIU scheduling messages S12, S13, S14, S15, S17 and S26 are accepted"
+_SUPPORTED_TEXT = "only SIU scheduling messages S12, S13, S14, S15, S16, S17 and S26 are accepted"
 
 
 @dataclass(frozen=True)

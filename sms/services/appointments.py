@@ -36,16 +36,18 @@ from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-NEW, RESCHEDULE, MODIFY, CANCEL, DELETE, NO_SHOW = "S12", "S13", "S14", "S15", "S17", "S26"
-SUPPORTED_EVENTS = {NEW, RESCHEDULE, MODIFY, CANCEL, DELETE, NO_SHOW}
-_STATUS_FOR_EVENT = {
-    NEW: AppointmentStatus.BOOKED,
-    RESCHEDULE: AppointmentStatus.BOOKED,
-    MODIFY: AppointmentStatus.BOOKED,
+NEW, RESCHEDULE, MODIFY, CANCEL, DISCONTINUE, DELETE, NO_SHOW = "S12", "S13", "S14", "S15", "S16", "S17", "S26"
+SUPPORTED_EVENTS = {NEW, RESCHEDULE, MODIFY, CANCEL, DISCONTINUE, DELETE, NO_SHOW}
+# Events that end an appointment, and the status each leaves. S16 (discontinued) is a cancellation.
+_ENDING_EVENTS = {
     CANCEL: AppointmentStatus.CANCELLED,
+    DISCONTINUE: AppointmentStatus.CANCELLED,
     DELETE: AppointmentStatus.DELETED,
     NO_SHOW: AppointmentStatus.NO_SHOW,
 }
+# Only these book again an appointment that was cancelled, deleted or missed; an S14 changes details.
+_BOOKING_EVENTS = {NEW, RESCHEDULE}
+_ENDED = {AppointmentStatus.CANCELLED, AppointmentStatus.DELETED, AppointmentStatus.NO_SHOW}
 
 
 @dataclass(frozen=True)
@@ -157,10 +159,12 @@ def appointment_apply(
         patient = patient_key(message.patient)
         if appointment is not None and patient and appointment.patient_key and patient != appointment.patient_key:
             raise AppointmentIdReused(message.id_field)
-        if appointment is not None and message.message_time < appointment.state_as_of:
-            logger.info("appointment %s: message older than stored state ignored", appointment.pk)
-            return AppliedMessage(appointment, False, [], "older than the state already stored; not applied")
+        not_applied = _out_of_order(appointment, message)
+        if not_applied:
+            logger.info("appointment %s: message not applied (ordering)", appointment.pk)
+            return AppliedMessage(appointment, False, [], not_applied)
         previous_start = appointment.start if appointment else None
+        previous_status = appointment.status if appointment else None
         if appointment is not None:
             appointment.tenant = tenant  # the same row, already loaded: no query when read
             if appointment.endpoint_id == endpoint.pk:
@@ -178,7 +182,7 @@ def appointment_apply(
             )
         appointment.start = message.start
         appointment.end = message.end
-        appointment.status = _STATUS_FOR_EVENT[message.event]
+        appointment.status = _status_after(previous_status, message.event)
         appointment.state_as_of = message.message_time
         appointment.time_zone = message.time_zone or endpoint.time_zone
         if message.department:
@@ -206,11 +210,44 @@ def appointment_apply(
         else:
             rows_insert([appointment])
         scheduled = _schedule_texts(
-            appointment, message.event, previous_start, sms_settings, consent, is_opted_out
+            appointment, message.event, previous_start, previous_status, sms_settings, consent, is_opted_out
         )
         if any(m.send_at <= timezone.now() for m in scheduled):
             _queue_dispatch_soon()
     return AppliedMessage(appointment, True, scheduled)
+
+
+def _out_of_order(appointment: Appointment | None, message: SchedulingMessage) -> str:
+    """Why the message must not be applied given the stored state (the note of its record), or "".
+
+    The order is total: MSH-7, then arrival. An older message never undoes newer
+    state. At the same MSH-7 (senders stamp to the second, and an EHR may send an
+    S14 in the second it cancels) messages apply in arrival order, except that
+    nothing but another ending event changes an appointment that one ended.
+    """
+    if appointment is None:
+        return ""
+    if message.message_time < appointment.state_as_of:
+        return "older than the state already stored; not applied"
+    if (
+        message.message_time == appointment.state_as_of
+        and appointment.status in _ENDED
+        and message.event not in _ENDING_EVENTS
+    ):
+        return (
+            "same MSH-7 as the cancellation already stored: a message of the same second does not "
+            "undo it; not applied"
+        )
+    return ""
+
+
+def _status_after(previous: str | None, event: str) -> str:
+    """S15/S16 cancel, S17 deletes, S26 marks a no-show; S12/S13 (re)book; S14 keeps what it finds."""
+    if event in _ENDING_EVENTS:
+        return _ENDING_EVENTS[event]
+    if previous in _ENDED and event not in _BOOKING_EVENTS:
+        return previous
+    return AppointmentStatus.BOOKED
 
 
 def _stored_appointment(endpoint: FhirEndpoint, message: SchedulingMessage) -> Appointment | None:
@@ -257,18 +294,21 @@ def _schedule_texts(
     appointment: Appointment,
     event: str,
     previous_start: datetime | None,
+    previous_status: str | None,
     settings_row,
     consent,
     is_opted_out: Callable[[Tenant, str], bool],
 ) -> list[OutboundMessage]:
     now = timezone.now()
-    if event in (CANCEL, DELETE, NO_SHOW):
+    if appointment.status in _ENDED:
         _cancel_pending(appointment, [MessageKind.REMINDER, MessageKind.CONFIRMATION, MessageKind.RESCHEDULE])
-    elif event in (NEW, RESCHEDULE, MODIFY) and previous_start and previous_start != appointment.start:
-        # (NEW too: an EHR that books a stored appointment again at another time.)
+    elif previous_status in _ENDED or (previous_start and previous_start != appointment.start):
+        # Booked again, or moved (NEW too: an EHR that books a stored appointment again at another time).
         _cancel_pending(appointment, [MessageKind.REMINDER])
     if appointment.start <= now:
         return []  # nothing is sent for an appointment in the past
+    if appointment.status in _ENDED and previous_status in _ENDED:
+        return []  # it was already over: no second cancellation, no texts for an S14 of it
     if settings_row is UNREAD:
         settings_row = (
             SmsSettings.objects.filter(endpoint=appointment.endpoint).select_related("phone_number").first()
@@ -291,7 +331,10 @@ def _schedule_texts(
             RESCHEDULE: MessageKind.RESCHEDULE,
             MODIFY: MessageKind.RESCHEDULE if moved else MessageKind.CONFIRMATION,
             CANCEL: MessageKind.CANCELLATION,
+            DISCONTINUE: MessageKind.CANCELLATION,
         }.get(event)
+        if previous_status in _ENDED and event in _BOOKING_EVENTS:
+            kind = MessageKind.CONFIRMATION  # booked again: told like a new booking
         if kind:
             when = nearest_allowed(
                 now,
@@ -303,7 +346,7 @@ def _schedule_texts(
             )
             if when:
                 wanted.append((kind, when, f"{appointment.pk}:{kind}:{appointment.state_as_of.isoformat()}"))
-    if settings_row.reminders_enabled and event in (NEW, RESCHEDULE, MODIFY):
+    if settings_row.reminders_enabled and appointment.status == AppointmentStatus.BOOKED:
         for lead, at in reminder_times(appointment.start, settings_row.reminder_lead_minutes):
             when = nearest_allowed(
                 at,
@@ -314,7 +357,11 @@ def _schedule_texts(
                 not_after=appointment.start,
             )
             if when is not None:
+                # The start and the message: a visit moved back to an earlier time, or booked
+                # again, gets its reminders again (the first ones were cancelled, not sent).
                 key = f"{appointment.pk}:reminder:{lead}:{appointment.start.isoformat()}"
+                if previous_status in _ENDED:
+                    key += f":{appointment.state_as_of.isoformat()}"
                 wanted.append((MessageKind.REMINDER, when, key))
     messages = [
         OutboundMessage(
