@@ -39,6 +39,8 @@ CONNECTOR_REGION: str = env.str("CONNECTOR_REGION", default="").strip()
 CONNECTOR_REGIONS_TEXT: str = env.str("CONNECTOR_REGIONS", default="")
 # Shared secret that signs the regions' internal "which region hosts this organization?" calls.
 REGION_LOOKUP_SECRET: str = env.str("REGION_LOOKUP_SECRET", default="")
+# Lets each region's admin read the others' usage API (reports/usage_summary.py); the same in every region.
+SUPPORT_REPORTS_TOKEN: str = env.str("SUPPORT_REPORTS_TOKEN", default="")
 REGION_LOOKUP_CACHE_SECONDS: int = env.int("REGION_LOOKUP_CACHE_SECONDS", default=60)
 
 # Where interface engines reach the MLLP listener (host:port), shown in the portal beside the

@@ -396,3 +396,82 @@ def test_records_and_feed_addresses_carry_the_regional_base_url(client, org_a, a
     page = client.get("/portal/setup/sms/").content.decode()
     assert f"https://us.connector.example.org/sms/ingest/{ORG_A_TID}/production/" in page
     assert "us.connector.example.org:2575" in page
+
+
+# --- usage across regions, assembled from each region's usage API --------------------------------
+
+
+def _rollup(tenant, day, **figures):
+    from reports.models import DailyRollup
+
+    with tenant_scope(tenant):
+        DailyRollup.objects.create(tenant=tenant, day=day, **figures)
+
+
+def test_the_usage_api_sums_this_regions_rollups_for_staff_or_the_support_token(
+    client, org_a, org_b, staff_user, admin_a, settings
+):
+    import datetime
+
+    settings.SUPPORT_REPORTS_TOKEN = "support-token-" + "x" * 30
+    _rollup(org_a, datetime.date(2026, 11, 3), visits=5, completed=4, no_shows=1, sms_sent=7)
+    _rollup(org_a, datetime.date(2026, 11, 4), department="cardio", visits=2, completed=2)
+    _rollup(org_a, datetime.date(2026, 12, 1), visits=100)  # outside the range
+    url = "/api/v1/support/usage/?from=2026-11-01&to=2026-11-30"
+
+    assert client.get(url).status_code in (401, 403)
+    assert client.get(url, HTTP_AUTHORIZATION="Bearer wrong").status_code in (401, 403)
+    signed_in(client, admin_a)  # an organization's administrator is not support staff
+    assert client.get(url).status_code == 403
+    client.logout()
+
+    body = client.get(url, HTTP_AUTHORIZATION=f"Bearer {settings.SUPPORT_REPORTS_TOKEN}").json()
+    by_org = {o["name"]: o for o in body["organizations"]}
+    assert (by_org["Org A Health"]["visits"], by_org["Org A Health"]["completed"]) == (7, 6)
+    assert by_org["Org A Health"]["sms_sent"] == 7
+    assert by_org["Org B Clinics"]["visits"] == 0
+    signed_in(client, staff_user)
+    assert client.get(url).json() == body
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("from=2026-11-01", "YYYY-MM-DD"),
+        ("from=2026-11-30&to=2026-11-01", "on or after"),
+        ("from=2020-01-01&to=2026-01-01", "at most a year"),
+    ],
+)
+def test_the_usage_api_explains_a_bad_range(client, staff_user, query, says):
+    signed_in(client, staff_user)
+    response = client.get(f"/api/v1/support/usage/?{query}")
+    assert response.status_code == 400
+    assert says in response.json()["error"]["message"]
+
+
+def test_the_admin_summary_adds_every_regions_usage_api_and_marks_a_missing_region(
+    client, staff_user, org_a, settings, two_regions
+):
+    import datetime
+
+    settings.SUPPORT_REPORTS_TOKEN = "support-token-" + "y" * 30
+
+    def usage(seen):
+        if seen.headers.get("authorization") != f"Bearer {settings.SUPPORT_REPORTS_TOKEN}":
+            return Route(status=403, body={"error": "no"})
+        organization = {"tenant_id": EU_HOSTED_TID, "name": "Klinikum Nord", "status": "enabled", "region": "europe"}
+        figures = {"visits": 40, "completed": 38, "no_shows": 2, "sms_sent": 90, "sms_delivered": 88, "sms_failed": 2}
+        return Route(body={"region": "europe", "organizations": [{**organization, **figures}]})
+
+    two_regions.add("/api/v1/support/usage/", usage)
+    _rollup(org_a, datetime.date(2026, 11, 3), visits=5, completed=5, sms_sent=3)
+    signed_in(client, staff_user)
+    page = client.get("/admin/usage-summary/?from=2026-11-01&to=2026-11-30").content.decode()
+    assert "Klinikum Nord" in page and "Org A Health" in page
+    assert "<td>Total</td><td>45</td><td>43</td>" in page
+    assert "Incomplete" not in page
+
+    settings.CONNECTOR_REGIONS_TEXT = "americas=https://us.connector.example.org\neurope=http://127.0.0.1:9"
+    page = client.get("/admin/usage-summary/?from=2026-11-01&to=2026-11-30").content.decode()
+    assert "Incomplete: a region did not answer" in page
+    assert "http://127.0.0.1:9 did not answer" in page
