@@ -5,7 +5,7 @@ Identity, ordering, times and texts-once, posted signed through the HTTPS view.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import hl7
 import pytest
@@ -225,3 +225,30 @@ def test_a_later_modification_of_a_cancelled_appointment_does_not_book_it_again(
     assert status(feed) == AppointmentStatus.CANCELLED
     assert pending(feed, MessageKind.REMINDER) == []
     assert len(texts(feed, kind=MessageKind.CONFIRMATION)) == 1
+
+
+# --- item 5: times ----------------------------------------------------------------------------
+
+
+def test_an_engines_tq1_end_wins_over_a_60_s_duration(client, feed):
+    post(client, feed, siu(ENGINE, control_id="R1", end="20270112103000", duration=("60", "s")))
+
+    [appointment] = stored(feed)
+    assert appointment.end - appointment.start == timedelta(hours=1)
+
+
+def test_oracle_health_times_come_from_sch_11_with_their_offset_and_sch_9_units(client, feed):
+    post(client, feed, siu(ORACLE, control_id="C1", duration=("20", "M"), end="20270112095000"))
+
+    [appointment] = stored(feed)
+    assert appointment.start == datetime(2027, 1, 12, 15, 30, tzinfo=UTC)
+    assert appointment.end - appointment.start == timedelta(minutes=20)
+
+
+@pytest.mark.parametrize("duration", [("NaN", "min"), ("1e400", "min"), ("3", "d"), ("30", "fortnight")])
+def test_an_absurd_duration_is_refused_with_an_error_naming_sch_9(client, feed, duration):
+    ack = post(client, feed, siu(ORACLE, control_id="C1", duration=duration))
+
+    assert code(ack) == "AE"
+    assert reason(ack).startswith("SCH-9")
+    assert stored(feed) == []

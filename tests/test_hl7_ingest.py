@@ -314,7 +314,7 @@ def test_a_repeated_control_id_is_acknowledged_again_and_not_processed_twice(cli
     body = fixture("epic_siu_s12_v251.hl7")
     first = post(client, feed_a, body)
     # Same MSH-3/4/10, different content: a resend is never applied a second time.
-    resent = body.replace(b"20270112093000", b"20270113093000")
+    resent = body.replace(b"20270112", b"20270113")
 
     second = post(client, feed_a, resent)
 
@@ -363,6 +363,7 @@ def test_a_new_appointment_message_for_a_stored_appointment_updates_it(client, f
         .replace(b"EPC0000100001", b"EPC0000100009")
         .replace(b"20270105083015", b"20270106030000")
         .replace(b"20270112093000", b"20270112110000")
+        .replace(b"20270112100000", b"20270112113000")
     )
 
     response = post(client, feed_a, again)

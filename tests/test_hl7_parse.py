@@ -334,10 +334,12 @@ def test_a_start_without_a_time_of_day_is_refused():
         ("1800", "S", 30),
         ("900", "SEC", 15),
         ("20", "", 20),
+        ("3600", "s", 60),
+        ("0.5", "d", 720),
     ],
 )
-def test_the_duration_comes_from_sch_9_and_its_unit(amount, unit, minutes):
-    parsed = parse(siu(sch=f"SCH|A-1||||||||{amount}|{unit}", tq1="TQ1|1||||||20270112093000|20270112120000"))
+def test_the_duration_comes_from_sch_9_and_its_unit_without_tq1_end(amount, unit, minutes):
+    parsed = parse(siu(sch=f"SCH|A-1||||||||{amount}|{unit}", tq1="TQ1|1||||||20270112093000"))
 
     assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=minutes)
     assert parsed.duration_assumed is False
@@ -363,17 +365,55 @@ def test_without_any_duration_30_minutes_are_assumed_and_flagged():
     assert any("30 minutes assumed" in note for note in parsed.notes)
 
 
-def test_an_absurd_duration_is_ignored_for_the_next_source():
-    parsed = parse(siu(sch="SCH|A-1||||||||90|D", tq1="TQ1|1||||||20270112093000|20270112100000"))
+def test_tq1_start_and_end_win_over_sch_9_10_and_sch_11():
+    # A "60 s" SCH-9/10 and a two-hour SCH-11 next to a one-hour TQ1: TQ1 is the appointment.
+    parsed = parse(
+        siu(
+            sch="SCH|A-1||||||||60|s|^^120^20270112080000^20270112100000",
+            tq1="TQ1|1||||||20270112093000|20270112103000",
+        )
+    )
 
-    assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=30)
-    assert any("SCH-9" in note for note in parsed.notes)
+    assert parsed.scheduling.start == utc(2027, 1, 12, 15, 30)
+    assert parsed.scheduling.end == utc(2027, 1, 12, 16, 30)
 
 
-def test_an_end_before_the_start_is_ignored():
-    parsed = parse(siu(sch="SCH|A-1", tq1="TQ1|1||||||20270112093000|20270112080000"))
+def test_sch_9_wins_over_the_end_in_sch_11_without_tq1():
+    parsed = parse(siu(sch="SCH|A-1||||||||45|min|^^^20270112093000^20270112120000", tq1=""))
 
-    assert parsed.duration_assumed is True
+    assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=45)
+
+
+@pytest.mark.parametrize(
+    ("sch", "tq1", "field", "reason"),
+    [
+        ("SCH|A-1||||||||90|D", "TQ1|1||||||20270112093000", "SCH-9", "longer than 24 hours"),
+        ("SCH|A-1||||||||NaN|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||inf|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||1e400|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||-5|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||30|FORTNIGHT", "TQ1|1||||||20270112093000", "SCH-9", "in a known unit"),
+        ("SCH|A-1", "TQ1|1||||||20270112093000|20270112080000", "TQ1-8", "not after the start"),
+        ("SCH|A-1", "TQ1|1||||||20270112093000|20270115093000", "TQ1-8", "longer than 24 hours"),
+    ],
+)
+def test_an_absurd_duration_or_end_is_refused_naming_the_field(sch, tq1, field, reason):
+    with pytest.raises(MalformedMessage) as refused:
+        parse(siu(sch=sch, tq1=tq1))
+
+    assert refused.value.reason.startswith(field)
+    assert reason in refused.value.reason
+    assert refused.value.code == DATA_TYPE_ERROR
+    assert refused.value.location == Location(field[:3], int(field[4:]))
+
+
+def test_an_unusable_resource_duration_is_skipped_for_the_next_one():
+    parsed = parse(
+        siu(sch="SCH|A-1", tq1="", extra="AIS|1|A|VIDEO|20270112093000|0|MIN|90|D\nAIP|1|A|DOC||||||20|MIN")
+    )
+
+    assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=20)
+    assert any("AIS-7" in note for note in parsed.notes)
 
 
 @pytest.mark.parametrize(

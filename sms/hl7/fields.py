@@ -6,6 +6,7 @@ of the feed; `parse.py` assembles a message from these pieces.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 
@@ -71,6 +72,8 @@ def fixed_offset_zone(offset: timedelta) -> str | None:
 
 # --- durations -------------------------------------------------------------------------
 
+# Far beyond any appointment (the caller refuses more than 24 hours), small enough for timedelta.
+MAX_DURATION_AMOUNT = 1e6
 # fmt: off
 _UNITS = {
     "M": 60, "MIN": 60, "MINS": 60, "MINUTE": 60, "MINUTES": 60,
@@ -93,7 +96,8 @@ def duration_from(amount: str, unit_code: str, unit_text: str = "") -> timedelta
         return None
     unit = (unit_code or unit_text or "MIN").strip().upper()
     seconds = _UNITS.get(unit)
-    if seconds is None or number <= 0:
+    # NaN, infinity and values such as 1e400 are not durations (and timedelta would raise on them).
+    if seconds is None or not math.isfinite(number) or not 0 < number <= MAX_DURATION_AMOUNT:
         return None
     return timedelta(seconds=number * seconds)
 

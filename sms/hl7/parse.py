@@ -7,8 +7,9 @@ positions. Nothing here logs or keeps a field's content: errors name the field
 Field mapping (see docs/scheduling-feed.md for the full table):
 
 - start: TQ1-7, else SCH-11.4, else AIS-4 / AIL-6 / AIP-6 / AIG-8
-- duration: SCH-9 with SCH-10 units, else TQ1-8 (end), else SCH-11.5 (end),
-  else AIS-7/8, AIL-9/10, AIP-9/10, AIG-11/12, else 30 minutes (flagged)
+- duration: TQ1-8 (end), else SCH-9 with SCH-10 units, else SCH-11.5 (end),
+  else AIS-7/8, AIL-9/10, AIP-9/10, AIG-11/12, else 30 minutes (flagged);
+  an absurd value in the first of TQ1-8, SCH-9, SCH-11.5 present is refused
 - identity: the field the endpoint's SMS settings name (SCH-2, the filler ID, by default),
   within the organization and environment; never MSH-4
 - mobile number: PID-13, cellular (XTN-3 = CP) first
@@ -477,43 +478,59 @@ def _siu(
 def _duration(
     sch, tq1, resources, start: datetime, zone: ZoneInfo, notes: list[str]
 ) -> tuple[timedelta, bool]:
-    """(duration, assumed): SCH-9/10, else an end time (TQ1-8, SCH-11.5), else the resources', else 30 minutes."""
+    """(duration, assumed): TQ1-8 (TQ1's end), else SCH-9/10, else SCH-11.5 (end), else the resources',
+    else 30 minutes.
 
-    def usable(found: timedelta | None, name: str) -> timedelta | None:
-        if found is None:
-            return None
-        if found <= timedelta(0) or found > LONGEST_DURATION:
-            notes.append(f"{name} gives a duration that is not between 0 and 24 hours: ignored")
-            return None
-        return found
-
-    amount = value(sch, 9)
-    if amount:
-        found = duration_from(amount, value(sch, 10, 1), value(sch, 10, 2))
-        if found is None:
-            notes.append("SCH-9/SCH-10 duration not understood: ignored")
-        elif usable(found, "SCH-9"):
-            return found, False
+    TQ1 is the timing segment of v2.5 and later; SCH-9/10 and SCH-11 stay for older
+    senders and often disagree with it (a "60 s" SCH-9/10 next to a one-hour TQ1), so
+    TQ1 wins. The first of TQ1-8, SCH-9/10 and SCH-11.5 that has a value is the one
+    used, and an absurd value there (an end before the start, a duration that is not a
+    positive number, longer than 24 hours, or in an unknown unit) is refused with an
+    AE naming it rather than silently replaced. Resource segments (several per message,
+    one per person or room) are a fallback: an unusable one is skipped.
+    """
+    start_utc = start.astimezone(UTC)
     for name, segment, field_no, component, location in (
         ("TQ1-8", tq1, 8, 1, Location("TQ1", 8)),
+        ("SCH-9", sch, 9, 1, Location("SCH", 9)),
         ("SCH-11.5", sch, 11, 5, Location("SCH", 11)),
     ):
         text = value(segment, field_no, component)
-        if text:
+        if not text:
+            continue
+        if name == "SCH-9":
+            found = duration_from(text, value(sch, 10, 1), value(sch, 10, 2))
+            if found is None:
+                raise MalformedMessage(
+                    "SCH-9/SCH-10 (appointment duration) is not a positive number in a known unit: "
+                    "send a number in SCH-9 and s, min, h or d in SCH-10",
+                    code=DATA_TYPE_ERROR,
+                    location=location,
+                )
+        else:
             end, _ = _moment(text, name, location, zone)
-            found = usable(end.astimezone(UTC) - start.astimezone(UTC), name)
-            if found:
-                return found, False
+            found = end.astimezone(UTC) - start_utc
+            if found <= timedelta(0):
+                raise MalformedMessage(
+                    f"{name} (end) is not after the start: send the end of the appointment",
+                    code=DATA_TYPE_ERROR,
+                    location=location,
+                )
+        if found > LONGEST_DURATION:
+            raise MalformedMessage(
+                f"{name} gives an appointment longer than 24 hours: check the end or the unit",
+                code=DATA_TYPE_ERROR,
+                location=location,
+            )
+        return found, False
     duration_fields = {"AIS": (7, 8), "AIL": (9, 10), "AIP": (9, 10), "AIG": (11, 12)}
     for segment_id, segment in resources:
         amount_field, unit_field = duration_fields[segment_id]
         amount = value(segment, amount_field)
         if amount:
-            found = usable(
-                duration_from(amount, value(segment, unit_field, 1), value(segment, unit_field, 2)),
-                f"{segment_id}-{amount_field}",
-            )
-            if found:
+            found = duration_from(amount, value(segment, unit_field, 1), value(segment, unit_field, 2))
+            if found is not None and timedelta(0) < found <= LONGEST_DURATION:
                 return found, False
-    notes.append("no duration in SCH-9, TQ1-8 or AIS/AIL/AIP: 30 minutes assumed")
+            notes.append(f"{segment_id}-{amount_field} gives no duration between 0 and 24 hours: ignored")
+    notes.append("no duration in TQ1-8, SCH-9 or AIS/AIL/AIP: 30 minutes assumed")
     return DEFAULT_DURATION, True
