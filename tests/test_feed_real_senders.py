@@ -252,3 +252,67 @@ def test_an_absurd_duration_is_refused_with_an_error_naming_sch_9(client, feed, 
     assert code(ack) == "AE"
     assert reason(ack).startswith("SCH-9")
     assert stored(feed) == []
+
+
+# --- item 6: texts once -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [EPIC, ORACLE, ENGINE])
+def test_a_renumbered_resend_that_changes_nothing_sends_nothing(client, feed, shape):
+    post(client, feed, siu(shape, control_id="M1"))
+    before = [(t.pk, t.state) for t in texts(feed)]
+
+    post(client, feed, siu(shape, control_id="M2", msh7="20270105090000"))  # new MSH-10 and MSH-7
+    post(client, feed, siu(shape, trigger="S14", control_id="M3", msh7="20270105091000"))
+
+    assert [(t.pk, t.state) for t in texts(feed)] == before
+
+
+def test_a_move_sends_one_changed_text_and_reschedules_the_reminders(client, feed):
+    post(client, feed, siu(EPIC, control_id="E1"))
+    with tenant_scope(feed.tenant):  # it went
+        OutboundMessage.objects.filter(kind=MessageKind.CONFIRMATION).update(state=MessageState.SENT)
+
+    moved = dict(start="20270113093000")
+    post(client, feed, siu(EPIC, trigger="S13", control_id="E2", msh7="20270105090000", **moved))
+    post(client, feed, siu(EPIC, trigger="S14", control_id="E3", msh7="20270105091000", **moved))  # again
+
+    [changed] = texts(feed, kind=MessageKind.RESCHEDULE)
+    assert changed.state == MessageState.SCHEDULED
+    reminders = pending(feed, MessageKind.REMINDER)
+    assert [r.send_at for r in reminders] == [
+        datetime(2027, 1, 12, 15, 30, tzinfo=UTC),  # 24 h before the new time
+        datetime(2027, 1, 13, 14, 30, tzinfo=UTC),  # 1 h before
+    ]
+    assert len(texts(feed, kind=MessageKind.REMINDER, state=MessageState.CANCELLED)) == 2
+
+
+def test_moving_back_to_the_first_time_schedules_its_reminders_again(client, feed):
+    post(client, feed, siu(ENGINE, control_id="R1"))
+    post(client, feed, siu(ENGINE, trigger="S13", control_id="R2", msh7="20270105090000", start="20270113093000"))
+
+    post(client, feed, siu(ENGINE, trigger="S13", control_id="R3", msh7="20270105100000"))
+
+    assert [r.send_at.date().day for r in pending(feed, MessageKind.REMINDER)] == [11, 12]
+
+
+def test_a_move_before_the_confirmation_went_sends_one_confirmation_of_the_new_time(client, feed):
+    post(client, feed, siu(EPIC, control_id="E1"))  # its confirmation is still scheduled
+
+    post(client, feed, siu(EPIC, trigger="S13", control_id="E2", msh7="20270105090000", start="20270113093000"))
+
+    assert [t.state for t in texts(feed, kind=MessageKind.CONFIRMATION)] == [
+        MessageState.CANCELLED,
+        MessageState.SCHEDULED,
+    ]
+    assert texts(feed, kind=MessageKind.RESCHEDULE) == []
+
+
+def test_a_new_mobile_number_gets_the_confirmation_and_the_reminders(client, feed):
+    post(client, feed, siu(ORACLE, control_id="C1"))
+
+    new_number = "^PRN^CP^^1^415^5550177"
+    post(client, feed, siu(ORACLE, trigger="S14", control_id="C2", msh7="20270105090000", phone=new_number))
+
+    assert {t.to for t in pending(feed)} == {"+14155550177"}
+    assert len(pending(feed, MessageKind.REMINDER)) == 2

@@ -395,6 +395,8 @@ def test_a_new_appointment_message_older_than_the_stored_state_is_not_applied(cl
 
 def test_the_epic_sequence_books_reschedules_modifies_and_cancels(client, feed_a, on_epic_day):
     post(client, feed_a, fixture("epic_siu_s12_v251.hl7"))
+    with tenant_scope(feed_a.tenant):  # the confirmation went (a move before it goes replaces it)
+        OutboundMessage.objects.filter(kind=MessageKind.CONFIRMATION).update(state=MessageState.SENT)
     on_epic_day.move_to(datetime(2027, 1, 7, 20, 13, tzinfo=UTC))
     post(client, feed_a, fixture("epic_siu_s13_v251.hl7"))
     [appointment] = appointments(feed_a.tenant)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -190,6 +190,7 @@ def appointment_apply(
         if message.language:
             appointment.language = message.language
         changed = list(_FIELDS_A_MESSAGE_SETS)
+        phone_changed = False
         if patient and not appointment.patient_key:
             appointment.patient_key = patient
             changed.append("patient_key")
@@ -197,6 +198,7 @@ def appointment_apply(
             appointment.phone = message.phone
             appointment.phone_last_four = last_four(message.phone)
             changed += ["phone", "phone_last_four"]  # re-encrypted only when it changed
+            phone_changed = previous_status is not None
         # Two messages for a new appointment at once: the loser's insert fails on the
         # unique constraint. With assume_new the caller runs it again as an update;
         # otherwise the ingest answers AE and the EHR resends it.
@@ -210,7 +212,14 @@ def appointment_apply(
         else:
             rows_insert([appointment])
         scheduled = _schedule_texts(
-            appointment, message.event, previous_start, previous_status, sms_settings, consent, is_opted_out
+            appointment,
+            message.event,
+            previous_start,
+            previous_status,
+            sms_settings,
+            consent,
+            is_opted_out,
+            phone_changed,
         )
         if any(m.send_at <= timezone.now() for m in scheduled):
             _queue_dispatch_soon()
@@ -290,6 +299,33 @@ def _cancel_pending(appointment: Appointment, kinds: list[str]) -> int:
     ).update(state=MessageState.CANCELLED, error="superseded by a later scheduling message")
 
 
+@dataclass(frozen=True)
+class _Change:
+    """What a message changed for the patient: only this decides which texts go."""
+
+    booked: bool  # new, or booked again after it ended
+    moved: bool  # booked before and after, at another start
+    ended: bool  # booked before, cancelled/deleted/no-show now
+    new_number: bool  # booked, and the patient's number changed
+
+    @property
+    def anything(self) -> bool:
+        return self.booked or self.moved or self.ended or self.new_number
+
+
+def _change(
+    appointment: Appointment, previous_start: datetime | None, previous_status: str | None, phone_changed: bool
+) -> _Change:
+    booked_now = appointment.status == AppointmentStatus.BOOKED
+    booked_before = previous_status == AppointmentStatus.BOOKED
+    return _Change(
+        booked=booked_now and not booked_before,
+        moved=booked_now and booked_before and previous_start != appointment.start,
+        ended=booked_before and appointment.status in _ENDED,
+        new_number=booked_now and booked_before and phone_changed,
+    )
+
+
 def _schedule_texts(
     appointment: Appointment,
     event: str,
@@ -298,17 +334,29 @@ def _schedule_texts(
     settings_row,
     consent,
     is_opted_out: Callable[[Tenant, str], bool],
+    phone_changed: bool = False,
 ) -> list[OutboundMessage]:
+    """The texts a message causes: none unless it changed something the patient is told about.
+
+    A resent or renumbered message that changes nothing sends nothing. A booking
+    (or booking again) sends a confirmation and schedules reminders; a move sends
+    one "changed" text (S12, S13 or S14 alike) and schedules the reminders again;
+    a new number gets the confirmation and the reminders; S15/S16 send one
+    cancellation. Every text still to come that no longer fits is cancelled first.
+    """
     now = timezone.now()
+    change = _change(appointment, previous_start, previous_status, phone_changed)
     if appointment.status in _ENDED:
         _cancel_pending(appointment, [MessageKind.REMINDER, MessageKind.CONFIRMATION, MessageKind.RESCHEDULE])
-    elif previous_status in _ENDED or (previous_start and previous_start != appointment.start):
-        # Booked again, or moved (NEW too: an EHR that books a stored appointment again at another time).
-        _cancel_pending(appointment, [MessageKind.REMINDER])
-    if appointment.start <= now:
-        return []  # nothing is sent for an appointment in the past
-    if appointment.status in _ENDED and previous_status in _ENDED:
-        return []  # it was already over: no second cancellation, no texts for an S14 of it
+    elif change.moved or change.new_number:
+        # A confirmation still waiting (quiet hours) was never read: the patient gets one
+        # confirmation of the new time instead of "moved".
+        unconfirmed = _cancel_pending(appointment, [MessageKind.CONFIRMATION]) > 0
+        _cancel_pending(appointment, [MessageKind.REMINDER, MessageKind.RESCHEDULE])
+        if unconfirmed:
+            change = replace(change, booked=True)
+    if not change.anything or appointment.start <= now:
+        return []  # nothing new to tell, or an appointment in the past
     if settings_row is UNREAD:
         settings_row = (
             SmsSettings.objects.filter(endpoint=appointment.endpoint).select_related("phone_number").first()
@@ -323,29 +371,29 @@ def _schedule_texts(
     if is_opted_out(appointment.tenant, hashed):
         return []
     zone = _zone(appointment.time_zone)
+    # Each key names the message that caused the text (MSH-7): a later change has its own
+    # texts even when it returns to an earlier time; the same message never makes two.
+    version = f"{appointment.start.isoformat()}:{appointment.state_as_of.isoformat()}"
     wanted = []  # (kind, when, dedupe key)
-    if settings_row.confirmations_enabled:
-        moved = bool(previous_start and previous_start != appointment.start)
-        kind = {
-            NEW: MessageKind.CONFIRMATION,
-            RESCHEDULE: MessageKind.RESCHEDULE,
-            MODIFY: MessageKind.RESCHEDULE if moved else MessageKind.CONFIRMATION,
-            CANCEL: MessageKind.CANCELLATION,
-            DISCONTINUE: MessageKind.CANCELLATION,
-        }.get(event)
-        if previous_status in _ENDED and event in _BOOKING_EVENTS:
-            kind = MessageKind.CONFIRMATION  # booked again: told like a new booking
-        if kind:
-            when = nearest_allowed(
-                now,
-                zone,
-                settings_row.quiet_hours_start,
-                settings_row.quiet_hours_end,
-                not_before=now,
-                not_after=appointment.start,
-            )
-            if when:
-                wanted.append((kind, when, f"{appointment.pk}:{kind}:{appointment.state_as_of.isoformat()}"))
+    if change.booked or change.new_number:
+        kind = MessageKind.CONFIRMATION
+    elif change.moved:
+        kind = MessageKind.RESCHEDULE
+    elif change.ended and event in (CANCEL, DISCONTINUE):
+        kind = MessageKind.CANCELLATION
+    else:
+        kind = None
+    if kind and settings_row.confirmations_enabled:
+        when = nearest_allowed(
+            now,
+            zone,
+            settings_row.quiet_hours_start,
+            settings_row.quiet_hours_end,
+            not_before=now,
+            not_after=appointment.start,
+        )
+        if when:
+            wanted.append((kind, when, f"{appointment.pk}:{kind}:{version}"))
     if settings_row.reminders_enabled and appointment.status == AppointmentStatus.BOOKED:
         for lead, at in reminder_times(appointment.start, settings_row.reminder_lead_minutes):
             when = nearest_allowed(
@@ -357,12 +405,7 @@ def _schedule_texts(
                 not_after=appointment.start,
             )
             if when is not None:
-                # The start and the message: a visit moved back to an earlier time, or booked
-                # again, gets its reminders again (the first ones were cancelled, not sent).
-                key = f"{appointment.pk}:reminder:{lead}:{appointment.start.isoformat()}"
-                if previous_status in _ENDED:
-                    key += f":{appointment.state_as_of.isoformat()}"
-                wanted.append((MessageKind.REMINDER, when, key))
+                wanted.append((MessageKind.REMINDER, when, f"{appointment.pk}:reminder:{lead}:{version}"))
     messages = [
         OutboundMessage(
             tenant=appointment.tenant,

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 EPIC, ORACLE, ENGINE = "epic", "oracle", "engine"
 
 
@@ -27,7 +29,7 @@ def siu(
     appointment_id: str = "4000123456",
     patient: str = "E1234567",
     start: str = "20270112093000",
-    end: str = "20270112100000",
+    end: str | None = None,  # default: 30 minutes after the start
     duration: tuple[str, str] = ("30", "MIN"),
     phone: str = "^PRN^CP^^1^415^5550123",
     facility: str = "NVH",
@@ -36,6 +38,8 @@ def siu(
 ) -> bytes:
     """One message with segments separated by CR, as an interface engine sends it."""
     amount, unit = duration
+    if end is None:
+        end = (datetime.strptime(start, "%Y%m%d%H%M%S") + timedelta(minutes=30)).strftime("%Y%m%d%H%M%S")
     if shape == EPIC:
         lines = [
             f"MSH|^~\\&|EPIC|{facility}|VCONNECT|VIRTUALCARE|{msh7}||SIU^{trigger}^SIU_S12|{control_id}|P|2.5.1"
