@@ -5,7 +5,7 @@ Identity, ordering, times and texts-once, posted signed through the HTTPS view.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import hl7
 import pytest
@@ -316,3 +316,78 @@ def test_a_new_mobile_number_gets_the_confirmation_and_the_reminders(client, fee
 
     assert {t.to for t in pending(feed)} == {"+14155550177"}
     assert len(pending(feed, MessageKind.REMINDER)) == 2
+
+
+# --- item 9: phones ---------------------------------------------------------------------------
+
+UK_MOBILE = "07400^123456"  # libphonenumber's example GB mobile, national form: XTN-6 area, XTN-7 local
+
+
+def uk_patient(feed, control_id: str):
+    return siu(ENGINE, control_id=control_id, phone=f"^PRN^CP^^^{UK_MOBILE}")
+
+
+def set_region(feed, *, phone_region: str = "", number_country: str | None = None) -> None:
+    from sms.hl7.feed_setup import feed_setup_forget
+    from sms.models import PhoneNumber
+
+    with tenant_scope(feed.tenant):
+        SmsSettings.objects.filter(endpoint=feed.endpoint).update(phone_region=phone_region)
+        if number_country:
+            PhoneNumber.objects.filter(tenant=feed.tenant).update(country=number_country)
+    feed_setup_forget()
+
+
+def test_a_national_number_is_read_in_the_endpoints_patients_country(client, feed):
+    set_region(feed, phone_region="GB")
+
+    post(client, feed, uk_patient(feed, "R1"))
+
+    [appointment] = stored(feed)
+    assert appointment.phone == "+447400123456"
+    assert {t.to for t in texts(feed)} == {"+447400123456"}
+
+
+def test_without_a_setting_the_sending_numbers_country_is_the_patients(client, feed):
+    set_region(feed, number_country="GB")
+
+    post(client, feed, uk_patient(feed, "R1"))
+
+    assert stored(feed)[0].phone == "+447400123456"
+
+
+def test_a_us_region_does_not_read_a_uk_national_number_as_american(client, feed):
+    set_region(feed, number_country="US")
+
+    post(client, feed, uk_patient(feed, "R1"))
+
+    assert stored(feed)[0].phone == ""  # not a valid US number: no text rather than a stranger's phone
+    assert texts(feed) == []
+
+
+def test_a_number_with_its_country_code_is_read_whatever_the_region(client, feed):
+    set_region(feed, phone_region="GB")
+
+    post(client, feed, siu(ORACLE, control_id="C1", phone="+1 (312) 555-0187^PRN^CP"))
+
+    assert stored(feed)[0].phone == "+13125550187"
+
+
+def test_the_patients_country_is_refused_when_it_is_not_a_country(feed):
+    from django.core.exceptions import ValidationError
+
+    from sms.services.setup import sms_settings_update
+
+    with tenant_scope(feed.tenant), pytest.raises(ValidationError) as refused:
+        sms_settings_update(
+            endpoint=feed.endpoint,
+            phone_number=None,
+            confirmations_enabled=True,
+            reminders_enabled=False,
+            reminder_lead_minutes=[],
+            quiet_hours_start=time(21),
+            quiet_hours_end=time(8),
+            default_language="en",
+            phone_region="XX",
+        )
+    assert "phone_region" in refused.value.message_dict

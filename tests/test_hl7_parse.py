@@ -36,7 +36,9 @@ def utc(*args) -> datetime:
 
 def parse(text: str, zone: str = CHICAGO, id_field: str = "SCH-1"):
     """`siu()` puts its appointment ID in SCH-1 (placer), so read it there unless a test says otherwise."""
-    return scheduling_parse(text.replace("\n", "\r").encode(), time_zone=zone, id_field=id_field)
+    return scheduling_parse(
+        text.replace("\n", "\r").encode(), time_zone=zone, id_field=id_field, default_region="US"
+    )
 
 
 def siu(
@@ -203,6 +205,7 @@ def test_it_reads_each_fixture(name):
         fixture(name, line_ending=line_ending),
         time_zone=expected["zone"],
         id_field=expected.get("id_field", "SCH-2"),
+        default_region="US",
     )
 
     message = parsed.scheduling

@@ -129,7 +129,7 @@ def _xtn_raw(pid: hl7.Segment, repetition: int) -> str:
     return re.split(r"[XxBbCc]", formatted, maxsplit=1)[0]
 
 
-def mobile_number(pid: hl7.Segment | None, *, default_region: str = "US") -> str:
+def mobile_number(pid: hl7.Segment | None, *, default_region: str = "") -> str:
     """The patient's best textable number in E.164 from PID-13, or "".
 
     Rank: cellular (XTN-3 = CP) for the primary residence (XTN-2 = PRN), then any

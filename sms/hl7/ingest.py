@@ -40,6 +40,7 @@ from sms.hl7.parse import (
 )
 from sms.hl7.signature import SignatureInvalid, verify_signature
 from sms.models import ProcessedMessage, SigningCertificate
+from sms.phones import patient_region
 from sms.services.appointments import (
     NEW,
     AppliedMessage,
@@ -205,9 +206,12 @@ def ingest_message(
 
 
 def _parse_options(setup: FeedSetup) -> dict:
-    """What the endpoint's SMS settings say about reading its messages (the appointment ID's field)."""
+    """What the endpoint's SMS settings say about reading its messages: the appointment ID's field
+    and the country of numbers sent without a country code."""
     sms_settings = setup.sms_settings
-    return {"id_field": sms_settings.appointment_id_field} if sms_settings else {}
+    if sms_settings is None:
+        return {}
+    return {"id_field": sms_settings.appointment_id_field, "default_region": patient_region(sms_settings)}
 
 
 def _note(parsed: ParsedMessage) -> str:

@@ -344,12 +344,13 @@ def _zone_for(start: datetime, offset: timedelta | None, endpoint_zone: str, not
 
 
 def scheduling_parse(
-    body: bytes | str, *, time_zone: str, default_region: str = "US", id_field: str = DEFAULT_ID_FIELD
+    body: bytes | str, *, time_zone: str, default_region: str = "", id_field: str = DEFAULT_ID_FIELD
 ) -> ParsedMessage:
     """Parse one SIU message. `time_zone` is the endpoint's IANA zone: times without an offset are read in it.
 
     `id_field` is where the appointment ID is read ("SCH-2" by default, see ID_FIELD_NAMES);
-    `default_region` is the country of numbers written without a country code.
+    `default_region` is the country of numbers written without a country code (the
+    endpoint's, see sms.phones.patient_region); empty: only numbers with one are usable.
 
     Raises NotHL7 (no MSH: nothing to acknowledge), UnsupportedMessage (another type
     or version: AR) or MalformedMessage (AE, or AR for an unusable header), each
