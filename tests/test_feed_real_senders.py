@@ -6,6 +6,7 @@ Identity, ordering, times and texts-once, posted signed through the HTTPS view.
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import hl7
 import pytest
@@ -391,3 +392,73 @@ def test_the_patients_country_is_refused_when_it_is_not_a_country(feed):
             phone_region="XX",
         )
     assert "phone_region" in refused.value.message_dict
+
+
+# --- item 10: the patient's time --------------------------------------------------------------
+
+
+def dispatched_bodies() -> list[str]:
+    from sms.backends import locmem
+    from sms.services.dispatch import messages_dispatch
+
+    messages_dispatch()
+    return [text.body for text in locmem.outbox]
+
+
+def test_a_utc_stamped_message_is_texted_in_the_departments_time_and_outside_its_quiet_hours(
+    client, org_a, settings
+):
+    # The demo: a 05:41 New York visit sent by an engine in UTC ("10:41+0000"),
+    # the message arriving at 03:41 New York: no text before 08:00 there, and "5:41 AM EST".
+    settings.SMS_BACKEND = "sms.backends.locmem.LocmemSmsBackend"
+    settings.SMS_RATE_PER_NUMBER = 1000
+    with time_machine.travel(datetime(2026, 12, 5, 8, 41, tzinfo=UTC), tick=False):
+        feed = set_up_feed(org_a, time_zone="America/New_York")
+        body = siu(EPIC, control_id="E1", msh7="20261205084100+0000", start="20261206104100+0000",
+                   end="20261206111100+0000")
+        assert code(post(client, feed, body)) == "AA"
+        [appointment] = stored(feed)
+        assert appointment.time_zone == "America/New_York"
+        [confirmation] = texts(feed, kind=MessageKind.CONFIRMATION)
+        assert confirmation.send_at == datetime(2026, 12, 5, 13, 0, tzinfo=UTC)  # 08:00 EST, not 03:41
+        reminders = texts(feed, kind=MessageKind.REMINDER)
+        # Both fall in New York's quiet hours (21:00-08:00) and move to the nearest allowed minute.
+        assert [r.send_at for r in reminders] == [
+            datetime(2026, 12, 5, 13, 0, tzinfo=UTC),  # the day before at 05:41 EST -> 08:00 EST
+            datetime(2026, 12, 6, 1, 59, tzinfo=UTC),  # an hour before, 04:41 EST -> 20:59 EST the evening before
+        ]
+
+    with time_machine.travel(datetime(2026, 12, 5, 13, 0, 5, tzinfo=UTC), tick=False):
+        [body_text] = dispatched_bodies()  # the confirmation; the reminder due too is held by the daily cap
+    assert "booked for Sun Dec 6 at 5:41 AM EST." in body_text
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment", "language", "date", "clock"),
+    [
+        ("America/New_York", datetime(2026, 12, 6, 10, 41, tzinfo=UTC), "en", "Sun Dec 6", "5:41 AM EST"),
+        ("America/New_York", datetime(2027, 7, 4, 16, 5, tzinfo=UTC), "en", "Sun Jul 4", "12:05 PM EDT"),
+        ("Europe/Paris", datetime(2027, 1, 12, 23, 30, tzinfo=UTC), "en", "Wed Jan 13", "12:30 AM CET"),
+        ("America/Sao_Paulo", datetime(2027, 1, 12, 15, 0, tzinfo=UTC), "en", "Tue Jan 12", "12:00 PM UTC-3"),
+        ("Asia/Kolkata", datetime(2027, 1, 12, 4, 0, tzinfo=UTC), "en", "Tue Jan 12", "9:30 AM IST"),
+        ("America/Mexico_City", datetime(2027, 1, 12, 23, 15, tzinfo=UTC), "es", "mar 12 ene", "17:15 CST"),
+    ],
+)
+def test_times_in_texts_are_written_in_the_appointments_zone(zone, moment, language, date, clock):
+    from sms.texts import patient_date, patient_time
+
+    assert patient_date(moment, ZoneInfo(zone), language) == date
+    assert patient_time(moment, ZoneInfo(zone), language) == clock
+
+
+def test_the_day_before_reminder_keeps_the_wall_clock_time_across_a_dst_change():
+    from sms.scheduling import reminder_times
+
+    new_york = ZoneInfo("America/New_York")
+    start = datetime(2027, 11, 7, 9, 0, tzinfo=new_york)  # clocks went back at 02:00 that morning
+
+    [(_, day_before), (_, hour_before)] = reminder_times(start, [1440, 60], new_york)
+
+    assert day_before.astimezone(new_york).replace(tzinfo=None) == datetime(2027, 11, 6, 9, 0)
+    assert start - day_before == timedelta(hours=25)
+    assert start - hour_before == timedelta(hours=1)

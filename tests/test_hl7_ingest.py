@@ -532,7 +532,7 @@ def test_the_endpoint_with_sms_settings_is_preferred(client, org_a, on_epic_day)
 # --- time zones and daylight saving ---------------------------------------------------------------------
 
 
-def test_reminders_on_the_day_clocks_change_are_exact_durations_before_the_visit(client, org_a):
+def test_reminders_on_the_day_clocks_change_keep_the_wall_clock_time_in_the_departments_zone(client, org_a):
     feed = set_up_feed(org_a, time_zone=NEW_YORK)
     with time_machine.travel(datetime(2027, 3, 10, 15, 16, tzinfo=UTC), tick=False):
         response = post(client, feed, fixture("epic_siu_s12_dst_new_york.hl7"))
@@ -544,12 +544,12 @@ def test_reminders_on_the_day_clocks_change_are_exact_durations_before_the_visit
     assert appointment.time_zone == NEW_YORK
     reminders = texts(org_a, kind=MessageKind.REMINDER)
     assert [r.send_at for r in reminders] == [
-        datetime(2027, 3, 13, 13, 0, tzinfo=UTC),  # 24 real hours before: 08:00 EST the day before
-        datetime(2027, 3, 14, 12, 0, tzinfo=UTC),  # 1 hour before: 08:00 EDT
+        datetime(2027, 3, 13, 14, 0, tzinfo=UTC),  # the day before at the same time: 09:00 EST (23 h)
+        datetime(2027, 3, 14, 12, 0, tzinfo=UTC),  # 1 hour before (an exact duration): 08:00 EDT
     ]
 
 
-def test_a_sender_offset_from_another_zone_is_kept_as_a_fixed_zone(client, org_a, on_epic_day):
+def test_a_sender_offset_from_another_zone_keeps_the_departments_zone(client, org_a, on_epic_day):
     feed = set_up_feed(org_a, time_zone=NEW_YORK)
     body = fixture("epic_siu_s12_v251.hl7").replace(
         b"TQ1|1||||||20270112093000|20270112100000", b"TQ1|1||||||20270112093000-0600"
@@ -559,7 +559,7 @@ def test_a_sender_offset_from_another_zone_is_kept_as_a_fixed_zone(client, org_a
 
     [appointment] = appointments(org_a)
     assert appointment.start == datetime(2027, 1, 12, 15, 30, tzinfo=UTC)
-    assert appointment.time_zone == "Etc/GMT+6"
+    assert appointment.time_zone == NEW_YORK  # the patient reads the department's time
 
 
 # --- MLLP's way in: the TLS client certificate instead of the signature --------------------------------

@@ -10,7 +10,7 @@ import hl7
 import pytest
 
 from sms.hl7.ack import ack_build
-from sms.hl7.fields import dtm_parse, duration_from, fixed_offset_zone, language_code, value
+from sms.hl7.fields import dtm_parse, duration_from, language_code, value
 from sms.hl7.parse import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
@@ -586,12 +586,13 @@ def test_an_offset_matching_the_endpoints_zone_keeps_the_iana_zone():
     assert parsed.scheduling.time_zone == NEW_YORK  # daylight saving keeps working for reminders
 
 
-def test_an_offset_from_another_zone_becomes_a_fixed_etc_zone_with_the_inverted_sign():
+def test_an_offset_from_another_zone_fixes_the_instant_and_the_department_keeps_its_zone():
+    # An engine stamping in its own host's zone (or UTC): the patient still reads New York time.
     parsed = parse(siu(tq1="TQ1|1||||||20270112093000-0600"), zone=NEW_YORK)
 
     assert parsed.scheduling.start == utc(2027, 1, 12, 15, 30)
-    assert parsed.scheduling.time_zone == "Etc/GMT+6"
-    assert ZoneInfo("Etc/GMT+6").utcoffset(datetime(2027, 1, 12)) == timedelta(hours=-6)
+    assert parsed.scheduling.time_zone == NEW_YORK
+    assert any("not the endpoint's time zone" in note for note in parsed.notes)
 
 
 def test_a_half_hour_offset_keeps_the_endpoints_zone_with_a_note():
@@ -608,20 +609,6 @@ def test_negative_offsets_under_an_hour_keep_their_sign():
 
     assert offset == timedelta(minutes=-30)
     assert naive == datetime(2027, 1, 12, 9, 30)
-
-
-@pytest.mark.parametrize(
-    ("offset", "name"),
-    [
-        (timedelta(hours=-5), "Etc/GMT+5"),
-        (timedelta(hours=1), "Etc/GMT-1"),
-        (timedelta(0), "UTC"),
-        (timedelta(hours=5, minutes=30), None),
-        (timedelta(hours=-13), None),
-    ],
-)
-def test_fixed_offset_zones(offset, name):
-    assert fixed_offset_zone(offset) == name
 
 
 def test_the_ambiguous_hour_of_the_autumn_change_follows_the_offset_when_given():

@@ -167,7 +167,7 @@ def test_the_dispatcher_sends_due_messages_once_with_the_join_link(org_a):
     assert len(locmem.outbox) == 1
     text = locmem.outbox[0]
     assert text.to_number == "+14155550123" and text.from_number == "+18335550142"
-    assert "Org A Health" in text.body and "Dec 03, 2026" in text.body and "2:00 PM" in text.body
+    assert "Org A Health" in text.body and "booked for Thu Dec 3 at 2:00 PM EST." in text.body
     assert "https://connector.example.org/join/" in text.body
     assert messages_dispatch().sent == 0  # nothing twice
     [confirmation] = scheduled(org_a, kind="confirmation")
@@ -179,7 +179,7 @@ def test_spanish_speakers_get_spanish_texts(org_a):
     endpoint = sms_ready_endpoint(org_a)
     apply(endpoint, siu(start=at("2026-12-03 14:00", NY), language="es"))
     messages_dispatch()
-    assert "su cita por video" in locmem.outbox[0].body and "03/12/2026" in locmem.outbox[0].body
+    assert "su cita por video es el jue 3 dic a las 14:00 EST." in locmem.outbox[0].body
 
 
 @time_machine.travel(at("2026-12-01 10:00", NY), tick=False)

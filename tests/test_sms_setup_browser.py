@@ -252,7 +252,7 @@ def test_an_administrator_sets_up_sms_step_by_step(origin, new_page, org_a, endp
     assert shown, preview.inner_text()
     rendered = shown.group(1)
     assert re.fullmatch(
-        rf"Org A Health: reminder, your video visit is on Dec 01, 2026 at 9:30 AM\. Join: "
+        rf"Org A Health: reminder, your video visit is on Wed Sep 30 at 10:45 AM EDT\. Join: "
         rf"{re.escape(origin)}/join/[\w:.-]+/",
         rendered,
     ), rendered

@@ -57,19 +57,6 @@ def dtm_parse(text: str) -> tuple[datetime, timedelta | None]:
     return hl7.parse_datetime(local), (-offset if sign == "-" else offset)
 
 
-def fixed_offset_zone(offset: timedelta) -> str | None:
-    """The IANA Etc zone of a whole-hour offset; POSIX inverts the sign (-05:00 is Etc/GMT+5)."""
-    seconds = int(offset.total_seconds())
-    if seconds % 3600:
-        return None
-    hours = seconds // 3600
-    if hours == 0:
-        return "UTC"
-    if not -12 <= hours <= 14:
-        return None
-    return f"Etc/GMT{-hours:+d}"
-
-
 # --- durations -------------------------------------------------------------------------
 
 # Far beyond any appointment (the caller refuses more than 24 hours), small enough for timedelta.

@@ -30,7 +30,6 @@ import hl7
 from sms.hl7.fields import (
     dtm_parse,
     duration_from,
-    fixed_offset_zone,
     language_code,
     mobile_number,
     place,
@@ -327,17 +326,18 @@ def _moment(text: str, name: str, location: Location, zone: ZoneInfo) -> tuple[d
 
 
 def _zone_for(start: datetime, offset: timedelta | None, endpoint_zone: str, notes: list[str]) -> str:
-    """Keep the endpoint's IANA zone (daylight saving keeps working) unless the sender's offset says otherwise."""
-    if offset is None or start.astimezone(_zone(endpoint_zone)).utcoffset() == offset:
-        return endpoint_zone
-    fixed = fixed_offset_zone(offset)
-    if fixed is None:
+    """The appointment's zone is the department's (the endpoint's IANA zone), whatever offset the sender used.
+
+    The offset only fixes the instant: interface engines stamp times in their own
+    host's zone or in UTC, and the patient must read "5:41 AM EST" for a New York
+    department, not the engine's 10:41 UTC. An offset the endpoint's zone does not
+    have at that instant is noted, so a wrong endpoint zone shows in the record.
+    """
+    if offset is not None and start.astimezone(_zone(endpoint_zone)).utcoffset() != offset:
         notes.append(
-            "the start time's UTC offset is not a whole number of hours: the endpoint's time zone is "
-            "used for quiet hours"
+            "the start time's UTC offset is not the endpoint's time zone's: texts use the endpoint's zone"
         )
-        return endpoint_zone
-    return fixed
+    return endpoint_zone
 
 
 # --- the SIU message -------------------------------------------------------------------

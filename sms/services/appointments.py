@@ -63,7 +63,7 @@ class SchedulingMessage:
     phone: str = ""  # E.164, or empty when PID-13 has no usable mobile number
     language: str = "en"
     department: str = ""
-    time_zone: str = ""  # IANA name (or Etc/GMT±N from a fixed offset); empty: the endpoint's
+    time_zone: str = ""  # IANA name: the department's (the endpoint's); empty: the endpoint's
     patient: str = ""  # PID-3 (identifier^authority): only its keyed hash is stored
     id_field: str = "SCH-2"  # where external_id was read, for the error that names it
 
@@ -395,7 +395,7 @@ def _schedule_texts(
         if when:
             wanted.append((kind, when, f"{appointment.pk}:{kind}:{version}"))
     if settings_row.reminders_enabled and appointment.status == AppointmentStatus.BOOKED:
-        for lead, at in reminder_times(appointment.start, settings_row.reminder_lead_minutes):
+        for lead, at in reminder_times(appointment.start, settings_row.reminder_lead_minutes, zone):
             when = nearest_allowed(
                 at,
                 zone,
