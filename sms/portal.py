@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -53,11 +52,10 @@ EXAMPLE_CONTACT = "555-0100"
 
 
 def _example_link() -> str:
-    """A join link as long as a real one and, like it, plain ASCII (the segment count depends on both)."""
-    from connector.services.visits import JOIN_SALT
+    """A join link as texts carry it: the short link, of the same length and alphabet as a real one."""
+    from sms.services.links import SHORT_PATH
 
-    payload = {"v": "x" * 24, "r": "patient", "p": "p-" + "0" * 20, "e": 1796000000}
-    return f"{settings.PUBLIC_BASE_URL}/join/{signing.dumps(payload, salt=JOIN_SALT, compress=True)}/"
+    return f"{settings.PUBLIC_BASE_URL}{SHORT_PATH}{'Xy7_' * 5}Q-"
 
 
 def _example_values(language: str, organization: str, contact: str, time_zone: str) -> dict[str, str]:

@@ -9,16 +9,19 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 # Placeholders: {organization}, {date}, {time}, {link}, {contact}
+# The English texts with a link fit one GSM-7 segment (160 characters) with a 30-character
+# organization name, "Wed Sep 30", "10:45 AM AKDT" and a short link on a 36-character address
+# (tests/test_short_links.py): keep them that short.
 SHIPPED: dict[str, dict[str, str]] = {
     "en": {
-        "confirmation": "{organization}: your video visit is booked for {date} at {time}. Join here: {link}",
-        "reschedule": "{organization}: your video visit moved to {date} at {time}. Join here: {link}",
+        "confirmation": "{organization}: video visit booked for {date} at {time}. Join: {link}",
+        "reschedule": "{organization}: your video visit moved to {date} at {time}. Join: {link}",
         "cancellation": "{organization}: your video visit on {date} at {time} was cancelled.",
-        "reminder": "{organization}: reminder, your video visit is on {date} at {time}. Join here: {link}",
+        "reminder": "{organization}: reminder: video visit on {date} at {time}. Join: {link}",
         "help": "{organization} video visit texts. For help call {contact}. Reply STOP to opt out.",
         "opt_out": "{organization}: you will get no more texts from us. Reply START to opt back in.",
         "opt_in": "{organization}: you will get video visit texts again. Reply STOP to opt out.",
-        "guest_invite": "{organization}: you are invited to join a video visit. Join here: {link}",
+        "guest_invite": "{organization}: you are invited to join a video visit. Join: {link}",
     },
     "es": {
         "confirmation": "{organization}: su cita por video es el {date} a las {time}. Únase aquí: {link}",

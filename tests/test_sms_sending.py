@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -167,8 +168,8 @@ def test_the_dispatcher_sends_due_messages_once_with_the_join_link(org_a):
     assert len(locmem.outbox) == 1
     text = locmem.outbox[0]
     assert text.to_number == "+14155550123" and text.from_number == "+18335550142"
-    assert "Org A Health" in text.body and "booked for Thu Dec 3 at 2:00 PM EST." in text.body
-    assert "https://connector.example.org/join/" in text.body
+    assert "Org A Health" in text.body and "video visit booked for Thu Dec 3 at 2:00 PM EST." in text.body
+    assert re.search(r"Join: https://connector\.example\.org/j/[A-Za-z0-9_-]{22}$", text.body)
     assert messages_dispatch().sent == 0  # nothing twice
     [confirmation] = scheduled(org_a, kind="confirmation")
     assert confirmation.state == "sent" and confirmation.provider == "locmem"
