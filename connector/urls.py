@@ -10,6 +10,7 @@ from connector.api.schema import SchemaView
 from connector.views import jwks
 from reports.apis import SupportUsageApi
 from reports.usage_summary import usage_summary_page
+from sms.links import short_join
 from tenants import internal_api
 from tenants.admin_regions import region_admin_header, region_directory_page
 from tenants.sign_in_defences import StaffSignInForm
@@ -45,6 +46,7 @@ urlpatterns = [
     path("sign-out/", LogoutView.as_view(), name="sign-out"),
     path("portal/reports/", include("reports.urls")),
     path("portal/", include("connector.portal.urls")),
+    path("j/<str:code>", short_join, name="short-join"),  # the join link in texts (sms/services/links.py)
     path("", include("connector.visits.urls")),
     path("sandbox-ehr/", include("connector.sandbox_ehr.urls")),
     path("sms/", include("sms.urls")),

@@ -15,6 +15,7 @@ from connector.api.tenancy import TenantAPIViewMixin, acting_user
 from connector.models import Environment, FhirEndpoint
 from sms.models import (
     Appointment,
+    AppointmentIdField,
     OptOut,
     OutboundMessage,
     PhoneNumber,
@@ -70,6 +71,8 @@ class SmsSettingsSerializer(serializers.ModelSerializer):
             "quiet_hours_end",
             "default_language",
             "contact",
+            "appointment_id_field",
+            "phone_region",
             "templates",
         ]
 
@@ -85,6 +88,8 @@ class SmsSettingsWriteSerializer(serializers.Serializer):
     quiet_hours_end = serializers.TimeField(default="08:00")
     default_language = serializers.ChoiceField(choices=["en", "es"], default="en")
     contact = serializers.CharField(required=False, allow_blank=True, default="")
+    appointment_id_field = serializers.ChoiceField(choices=AppointmentIdField.choices, required=False)
+    phone_region = serializers.CharField(required=False, allow_blank=True, max_length=2)
     templates = serializers.DictField(
         child=serializers.DictField(child=serializers.CharField(allow_blank=True)), required=False
     )

@@ -58,19 +58,6 @@ def dtm_parse(text: str) -> tuple[datetime, timedelta | None]:
     return hl7.parse_datetime(local), (-offset if sign == "-" else offset)
 
 
-def fixed_offset_zone(offset: timedelta) -> str | None:
-    """The IANA Etc zone of a whole-hour offset; POSIX inverts the sign (-05:00 is Etc/GMT+5)."""
-    seconds = int(offset.total_seconds())
-    if seconds % 3600:
-        return None
-    hours = seconds // 3600
-    if hours == 0:
-        return "UTC"
-    if not -12 <= hours <= 14:
-        return None
-    return f"Etc/GMT{-hours:+d}"
-
-
 # --- durations -------------------------------------------------------------------------
 
 _LONGEST_SECONDS = 366 * 86400  # any longer is no appointment; parse.py refuses past 24 hours anyway
@@ -129,7 +116,7 @@ def _xtn_raw(pid: hl7.Segment, repetition: int) -> str:
     return re.split(r"[XxBbCc]", formatted, maxsplit=1)[0]
 
 
-def mobile_number(pid: hl7.Segment | None, *, default_region: str = "US") -> str:
+def mobile_number(pid: hl7.Segment | None, *, default_region: str = "") -> str:
     """The patient's best textable number in E.164 from PID-13, or "".
 
     Rank: cellular (XTN-3 = CP) for the primary residence (XTN-2 = PRN), then any

@@ -46,6 +46,7 @@ from sms.hl7.parse import (
     SEGMENT_SEQUENCE_ERROR,
     Envelope,
     HL7Error,
+    Location,
     NotHL7,
     ParsedMessage,
     envelope_read,
@@ -54,7 +55,14 @@ from sms.hl7.parse import (
 )
 from sms.hl7.signature import SignatureInvalid, verify_signature
 from sms.models import ProcessedMessage, SigningCertificate
-from sms.services.appointments import NEW, AppliedMessage, AppointmentAlreadyStored, appointment_apply
+from sms.phones import patient_region
+from sms.services.appointments import (
+    NEW,
+    AppliedMessage,
+    AppointmentAlreadyStored,
+    AppointmentIdReused,
+    appointment_apply,
+)
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
@@ -239,7 +247,7 @@ def _authenticated(tenant: Tenant, setup: FeedSetup, body: bytes) -> IngestResul
     endpoint = setup.endpoint
     zone = endpoint.time_zone if endpoint else "UTC"
     try:
-        parsed = scheduling_parse(body, time_zone=zone)
+        parsed = scheduling_parse(body, time_zone=zone, **_parse_options(setup))
     except NotHL7 as error:
         if not stripped.startswith(b"MSH"):
             return _refuse(400, error.reason)
@@ -315,6 +323,15 @@ def _failed(tenant: Tenant, body: bytes, error: Exception) -> IngestResult:
     if not isinstance(error, (OperationalError, InterfaceError)):
         _record_rejection(tenant, envelope, ERROR, reason)
     return _answer(envelope, ERROR, reason=reason, error_code=code)
+
+
+def _parse_options(setup: FeedSetup) -> dict:
+    """What the endpoint's SMS settings say about reading its messages: the appointment ID's field
+    and the country of numbers sent without a country code."""
+    sms_settings = setup.sms_settings
+    if sms_settings is None:
+        return {}
+    return {"id_field": sms_settings.appointment_id_field, "default_region": patient_region(sms_settings)}
 
 
 def _note(parsed: ParsedMessage) -> str:
@@ -438,6 +455,18 @@ def _apply(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage) -> IngestRes
             ERROR,
             reason="the appointment was being updated by another message at the same moment: send again",
             error_code=APPLICATION_INTERNAL_ERROR,
+        )
+    except AppointmentIdReused as error:
+        logger.warning(
+            "hl7 %s %s: appointment ID reused for another patient", envelope.message_type, envelope.control_id
+        )
+        segment, _, position = error.id_field.partition("-")
+        return _answer(
+            parsed,
+            ERROR,
+            reason=error.reason,
+            error_code=DATA_TYPE_ERROR,
+            location=Location(segment, int(position)),
         )
     except (ValueError, OverflowError) as error:
         logger.warning(
