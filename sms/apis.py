@@ -129,6 +129,7 @@ class AppointmentSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "external_id",
+            "environment",
             "sending_facility",
             "start",
             "end",
