@@ -13,11 +13,13 @@ from reports.usage_summary import usage_summary_page
 from sms.links import short_join
 from tenants import internal_api
 from tenants.admin_regions import region_admin_header, region_directory_page
+from tenants.sign_in_defences import StaffSignInForm
 
 # Lazy, so that every admin page names the region this deployment serves (read at render time).
 admin.site.site_header = lazy(region_admin_header, str)()
 admin.site.site_title = "EHR connector support"
 admin.site.index_title = "Support administration"
+admin.site.login_form = StaffSignInForm  # says plainly when password sign-in is off
 
 api_v1 = [
     path("support/usage/", SupportUsageApi.as_view(), name="api-support-usage"),

@@ -16,6 +16,7 @@ from django.utils import timezone
 from connector.forms import add_service_errors
 from connector.models import EndpointStatus, FhirEndpoint
 from connector.portal.views import require_role, wizard_context
+from sms.certificates import EXPIRY_WARNING_DAYS
 from sms.forms import (
     LANGUAGES,
     MESSAGE_KINDS,
@@ -92,7 +93,9 @@ def feed_addresses(tenant) -> list[dict[str, str]]:
         {
             "environment": label,
             "https": settings.PUBLIC_BASE_URL
-            + reverse("sms:hl7-ingest", kwargs={"tenant_id": tenant.microsoft_tenant_id, "environment": value}),
+            + reverse(
+                "sms:hl7-ingest", kwargs={"tenant_id": tenant.microsoft_tenant_id, "environment": value}
+            ),
             "mllp": mllp,
         }
         for value, label in Environment.choices
@@ -199,7 +202,7 @@ def sms_step(request: HttpRequest) -> HttpResponse:
                 prefix=f"verify-{number.pk}", initial={"business_name": tenant.name}
             )
     certificates = SigningCertificate.objects.filter(active=True).order_by("environment")
-    soon = timezone.now() + timezone.timedelta(days=30)
+    soon = timezone.now() + timezone.timedelta(days=EXPIRY_WARNING_DAYS)
     return render(
         request,
         "sms/step.html",
@@ -216,6 +219,7 @@ def sms_step(request: HttpRequest) -> HttpResponse:
             sms_on=sms_on,
             certificates=certificates,
             expiring_before=soon,
+            now=timezone.now(),
             feed_addresses=feed_addresses(tenant),
         ),
     )

@@ -479,8 +479,11 @@ def test_a_message_without_appointment_id_gets_an_error_ack_and_can_be_sent_agai
     assert hl7.parse(response.content.decode()).unescape(str(err(8))).startswith(
         "SCH-2 (filler appointment ID) is empty: the appointment has no ID."
     )
-    assert processed(feed_a.tenant) == []  # AE is not final: the corrected resend is processed
+    # Recorded for the admin, but not final: the corrected resend is processed.
+    assert [record.ack_code for record in processed(feed_a.tenant)] == ["AE"]
     assert msa(post(client, feed_a, good))[0] == "AA"
+    assert [record.ack_code for record in processed(feed_a.tenant)] == ["AA"]
+    assert len(appointments(feed_a.tenant)) == 1
 
 
 def test_a_truncated_message_gets_an_error_ack(client, feed_a):
@@ -513,10 +516,11 @@ def test_without_a_ready_endpoint_the_message_is_rejected_but_not_remembered(cli
 
     assert msa(response)[0] == "AR"
     assert "no FHIR endpoint of this environment is ready" in response.content.decode()
-    assert processed(org_a) == []
+    assert [record.ack_code for record in processed(org_a)] == ["AR"]  # for the admin; not final
     with tenant_scope(org_a):
         FhirEndpoint.objects.filter(pk=feed.endpoint.pk).update(status=EndpointStatus.APPROVED)
     assert msa(post(client, feed, fixture("epic_siu_s12_v251.hl7")))[0] == "AA"
+    assert [record.ack_code for record in processed(org_a)] == ["AA"]
 
 
 def test_the_endpoint_with_sms_settings_is_preferred(client, org_a, on_epic_day):

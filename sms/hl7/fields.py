@@ -29,7 +29,8 @@ def value(
         found = segment.extract_field(1, field_no, repetition, component, subcomponent)
     except (IndexError, TypeError, ValueError):
         return ""
-    found = str(found).strip()
+    # An escaped NUL (\X00\) unescapes to a character PostgreSQL cannot store: dropped.
+    found = str(found).replace("\x00", "").strip()
     return "" if found == '""' else found
 
 
@@ -59,8 +60,7 @@ def dtm_parse(text: str) -> tuple[datetime, timedelta | None]:
 
 # --- durations -------------------------------------------------------------------------
 
-# Far beyond any appointment (the caller refuses more than 24 hours), small enough for timedelta.
-MAX_DURATION_AMOUNT = 1e6
+_LONGEST_SECONDS = 366 * 86400  # any longer is no appointment; parse.py refuses past 24 hours anyway
 # fmt: off
 _UNITS = {
     "M": 60, "MIN": 60, "MINS": 60, "MINUTE": 60, "MINUTES": 60,
@@ -83,8 +83,8 @@ def duration_from(amount: str, unit_code: str, unit_text: str = "") -> timedelta
         return None
     unit = (unit_code or unit_text or "MIN").strip().upper()
     seconds = _UNITS.get(unit)
-    # NaN, infinity and values such as 1e400 are not durations (and timedelta would raise on them).
-    if seconds is None or not math.isfinite(number) or not 0 < number <= MAX_DURATION_AMOUNT:
+    # NaN, inf and 1e400 are floats too, and timedelta refuses them (or anything past 999,999,999 days).
+    if seconds is None or not math.isfinite(number) or not 0 < number * seconds <= _LONGEST_SECONDS:
         return None
     return timedelta(seconds=number * seconds)
 

@@ -40,6 +40,7 @@ from sms.services.appointments import SUPPORTED_EVENTS, SchedulingMessage
 
 DEFAULT_DURATION = timedelta(minutes=30)
 LONGEST_DURATION = timedelta(hours=24)  # longer is a unit mistake; it would keep the number for weeks
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2200  # what a scheduling message's dates may be
 
 # HL7 table 0357 (message error condition codes): the ones this feed answers with.
 SEGMENT_SEQUENCE_ERROR = "100"
@@ -192,6 +193,7 @@ def er7_parse(body: bytes | str, *, only: frozenset[str] | None = None) -> hl7.M
             "not HL7: MSH must be followed by the field separator and encoding characters (MSH|^~\\&|)"
         )
     segments = [line for line in text.split("\r") if line.strip()]
+    _encoding_check(segments[0], separator)
     if sum(1 for line in segments if line.startswith("MSH" + separator)) > 1:
         first = _parse_segments(segments[:1])
         raise MalformedMessage(
@@ -211,6 +213,42 @@ def er7_parse(body: bytes | str, *, only: frozenset[str] | None = None) -> hl7.M
     if only is not None:
         segments = [line for line in segments if line[:3] in only or line.startswith("MSH")]
     return _parse_segments(segments)
+
+
+def _encoding_check(msh: str, separator: str) -> None:
+    """MSH-2 must be distinct punctuation: python-hl7 fails an assertion on anything else (a repeated ^)."""
+    end = msh.find(separator, 4)
+    encoding = msh[4:] if end < 0 else msh[4:end]
+    characters = separator + encoding
+    if (
+        2 <= len(encoding) <= 5
+        and len(set(characters)) == len(characters)
+        and all(not c.isalnum() and not c.isspace() and c.isprintable() for c in encoding)
+    ):
+        return
+    fields = msh.split(separator)
+    fields += [""] * (12 - len(fields))
+
+    def plain(text: str, limit: int) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]", "", text)[:limit]
+
+    code_and_trigger = [part for part in re.split(r"[^A-Za-z0-9]", fields[8]) if part] + ["", ""]
+    raise MalformedMessage(
+        "MSH-2 (encoding characters) must be distinct punctuation other than the field separator, "
+        "usually ^~\\&",
+        code=DATA_TYPE_ERROR,
+        location=Location("MSH", 2),
+        envelope=Envelope(
+            message_code=plain(code_and_trigger[0], 3).upper(),
+            trigger=plain(code_and_trigger[1], 3).upper(),
+            control_id=plain(fields[9], 200),
+            sending_application=plain(fields[2], 100),
+            sending_facility=plain(fields[3], 100),
+            version=plain(fields[11], 10),
+            raw_msh=tuple(plain(field, 100) for field in fields[2:12]),
+        ),
+        ack_code="AR",
+    )
 
 
 def _parse_segments(segments: list[str]) -> hl7.Message:
@@ -320,6 +358,13 @@ def _moment(text: str, name: str, location: Location, zone: ZoneInfo) -> tuple[d
             code=DATA_TYPE_ERROR,
             location=location,
         ) from error
+    if not EARLIEST_YEAR <= naive.year <= LATEST_YEAR:
+        # Years 1 and 9999 parse, then overflow when converted to UTC or given a duration.
+        raise MalformedMessage(
+            f"{name} is out of range: the year must be between {EARLIEST_YEAR} and {LATEST_YEAR}",
+            code=DATA_TYPE_ERROR,
+            location=location,
+        )
     if offset is None:
         return naive.replace(tzinfo=zone), None
     return naive.replace(tzinfo=dt_timezone(offset)), offset

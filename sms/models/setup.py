@@ -197,6 +197,9 @@ class SigningCertificate(TenantOwnedModel):
     )
     uploaded_at = models.DateTimeField(auto_now_add=True)
     active = models.BooleanField(default=True)
+    expiry_warned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the administrators were e-mailed that it expires soon."
+    )
 
     history = HistoricalRecords()
 

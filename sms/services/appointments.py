@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from connector.background import queue_after_commit
 from connector.models import FhirEndpoint
-from connector.row_insert import rows_insert
 from sms.models import (
     Appointment,
     AppointmentStatus,
@@ -206,11 +205,11 @@ def appointment_apply(
             appointment.save(update_fields=changed)
         elif assume_new:
             try:
-                rows_insert([appointment])  # save()'s work at a fraction of its cost
+                appointment.save(force_insert=True)
             except IntegrityError as error:
                 raise AppointmentAlreadyStored(message.external_id) from error
         else:
-            rows_insert([appointment])
+            appointment.save(force_insert=True)
         scheduled = _schedule_texts(
             appointment,
             message.event,
@@ -422,7 +421,7 @@ def _schedule_texts(
     ]
     # One INSERT for all of them; a text already scheduled by the same message
     # (same dedupe key) is skipped by the unique constraint.
-    rows_insert(messages, ignore_conflicts=True)  # bulk_create's work at a fraction of its cost
+    OutboundMessage.objects.bulk_create(messages, ignore_conflicts=True)
     return messages
 
 
