@@ -462,7 +462,7 @@ def _apply(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage) -> IngestRes
         )
         segment, _, position = error.id_field.partition("-")
         return _answer(
-            parsed,
+            envelope,
             ERROR,
             reason=error.reason,
             error_code=DATA_TYPE_ERROR,
