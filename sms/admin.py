@@ -70,6 +70,7 @@ class AppointmentAdmin(admin.ModelAdmin):
     list_display = [
         "external_id",
         "tenant",
+        "environment",
         "start",
         "status",
         "department",
@@ -77,14 +78,16 @@ class AppointmentAdmin(admin.ModelAdmin):
         "masked_phone",
         "phone_purged_at",
     ]
-    list_filter = ["status", "language"]
+    list_filter = ["status", "environment", "language"]
     search_fields = ["=external_id", "tenant__name", "=tenant__microsoft_tenant_id"]
     list_select_related = ["tenant"]
-    # The number itself is never shown: only its last four digits.
-    exclude = ["phone"]
+    # The number itself is never shown: only its last four digits. The short link's code
+    # is a bearer credential for the visit, and the patient key a hash: neither is shown.
+    exclude = ["phone", "join_code", "patient_key"]
     readonly_fields = [
         "tenant",
         "endpoint",
+        "environment",
         "sending_facility",
         "external_id",
         "start",

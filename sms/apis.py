@@ -126,6 +126,7 @@ class AppointmentSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "external_id",
+            "environment",
             "sending_facility",
             "start",
             "end",

@@ -462,3 +462,21 @@ def test_the_day_before_reminder_keeps_the_wall_clock_time_across_a_dst_change()
     assert day_before.astimezone(new_york).replace(tzinfo=None) == datetime(2027, 11, 6, 9, 0)
     assert start - day_before == timedelta(hours=25)
     assert start - hour_before == timedelta(hours=1)
+
+
+# --- the settings through the API -------------------------------------------------------------
+
+
+def test_the_api_reads_and_writes_the_id_field_and_the_patients_country(feed, api_as, admin_a):
+    client = api_as(admin_a)
+    url = f"/api/v1/tenants/{feed.tenant.microsoft_tenant_id}/sms/settings/{feed.endpoint.pk}/"
+    assert client.get(url).json()["appointment_id_field"] == "SCH-2"
+
+    response = client.put(url, {"appointment_id_field": "PV1-19", "phone_region": "gb"}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert (response.json()["appointment_id_field"], response.json()["phone_region"]) == ("PV1-19", "GB")
+    refused = client.put(url, {"appointment_id_field": "MSH-4"}, format="json")
+    assert refused.status_code == 400 and "appointment_id_field" in refused.json()["error"]["fields"]
+    refused = client.put(url, {"phone_region": "ZZ"}, format="json")
+    assert refused.status_code == 400 and "phone_region" in refused.json()["error"]["fields"]

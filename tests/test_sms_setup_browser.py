@@ -213,6 +213,14 @@ def test_an_administrator_sets_up_sms_step_by_step(origin, new_page, org_a, endp
     page.wait_for_url(f"{origin}/portal/setup/sms/endpoints/{endpoint.pk}/")
     expect(page.locator("h1")).to_have_text(f"SMS settings of {ENDPOINT_LABEL}")
     form = page.locator("#sms-endpoint-settings form")
+    # The shipped English texts with a link fit one GSM-7 segment, previewed with the longest
+    # date and time and a short link as long as a real one.
+    for kind in ("confirmation", "reschedule", "reminder"):
+        expect(form.locator(f"[data-language='en'] [data-kind='{kind}'] .segments")).to_have_text("1 segment")
+    expect(form.locator("[data-language='en'] [data-kind='confirmation'] .preview")).to_contain_text(
+        "Wed Sep 30 at 10:45 AM"
+    )
+    expect(form.get_by_label("Appointment ID field")).to_have_value("SCH-2")
     form.get_by_label("Sending number").select_option(label="+18335550100")
     form.get_by_label("Send confirmations").check()
     form.get_by_label("Send reminders").check()

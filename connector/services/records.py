@@ -86,7 +86,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
             ),
             "details": {
                 **common["details"],
-                "message_types": ["SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S17", "SIU^S26"],
+                "message_types": ["SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S16", "SIU^S17", "SIU^S26"],
                 "signature_header": "X-HL7-Signature",
                 "note": "POST signed HL7v2 SIU messages here (see the SMS settings step).",
             },

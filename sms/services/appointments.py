@@ -53,7 +53,7 @@ _ENDED = {AppointmentStatus.CANCELLED, AppointmentStatus.DELETED, AppointmentSta
 class SchedulingMessage:
     """What the HL7 parser found in one SIU message (no names, no clinical data)."""
 
-    event: str  # S12, S13, S14, S15, S17, S26
+    event: str  # S12, S13, S14, S15, S16, S17, S26
     message_time: datetime  # MSH-7, aware
     sending_facility: str  # MSH-4: kept for support, not part of the identity
     external_id: str  # the EHR's appointment ID, from the endpoint's chosen field (SCH-2 by default)
