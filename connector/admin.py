@@ -256,28 +256,12 @@ class WriteBackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now")
     def retry_now(self, request, queryset):
-        from django.db.models import Q
-        from django.utils import timezone
+        from connector.services.write_back import write_backs_retry
 
-        from connector.background import queue_after_commit
-
-        now = timezone.now()
-        # Never a write that is being sent now (its lease has not ended): it would be written twice.
-        retryable = Q(state__in=[WriteBackState.PENDING, WriteBackState.FAILED]) | Q(
-            state=WriteBackState.SENDING, next_attempt_at__lte=now
-        )
-        rows = list(queryset.filter(retryable).values_list("pk", flat=True))
-        rows = [
-            pk
-            for pk in rows
-            if WriteBack.objects.filter(retryable, pk=pk).update(state=WriteBackState.PENDING, next_attempt_at=now)
-        ]
-        for pk in rows:
-            queue_after_commit("connector.tasks.write_back_send", pk)
-        busy = queryset.filter(state=WriteBackState.SENDING, next_attempt_at__gt=now).count()
+        queued, busy = write_backs_retry(pks=list(queryset.values_list("pk", flat=True)))
         if busy:
             self.message_user(request, f"{busy} write-back(s) are being sent now and were left alone.")
-        self.message_user(request, f"{len(rows)} write-back(s) queued again.", messages.SUCCESS)
+        self.message_user(request, f"{queued} write-back(s) queued again.", messages.SUCCESS)
 
     def has_add_permission(self, request) -> bool:
         return False

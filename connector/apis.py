@@ -34,6 +34,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "label",
             "time_zone",
             "write_back_enabled",
+            "write_join_link",
             "status",
             "config_version",
             "validation_step",
@@ -46,7 +47,16 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = [
             f
             for f in fields
-            if f not in ("base_url", "environment", "label", "time_zone", "write_back_enabled", "validation_gaps")
+            if f
+            not in (
+                "base_url",
+                "environment",
+                "label",
+                "time_zone",
+                "write_back_enabled",
+                "write_join_link",
+                "validation_gaps",
+            )
         ]
 
 
@@ -56,6 +66,7 @@ class EndpointWriteSerializer(serializers.Serializer):
     label = serializers.CharField(max_length=200)
     time_zone = serializers.CharField(max_length=64, default="UTC")
     write_back_enabled = serializers.BooleanField(default=False)
+    write_join_link = serializers.BooleanField(default=False)
 
 
 class EndpointPatchSerializer(EndpointWriteSerializer):

@@ -58,8 +58,14 @@ class FhirEndpoint(TenantOwnedModel):
     last_validated_at = models.DateTimeField(null=True, blank=True)
     write_back_enabled = models.BooleanField(
         default=False,
-        help_text="Write participant connects and disconnects, visit start and end and device test results "
-        "back to the EHR (SMART Backend Services).",
+        help_text="Write participant connects and disconnects, visit start and end, device test results and "
+        "the appointment's status (arrived, fulfilled, no-show) back to the EHR (SMART Backend Services).",
+    )
+    write_join_link = models.BooleanField(
+        "put the join link on the appointment",
+        default=False,
+        help_text="With write-back on: put the patient's join link on the EHR's Appointment when the visit "
+        "is made (Oracle Health: its video visit links; other EHRs: the R5 virtualService extension).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -477,6 +483,8 @@ class WriteBack(TenantOwnedModel):
         VISIT_STARTED = "visit_started", "Visit started"
         VISIT_ENDED = "visit_ended", "Visit ended"
         DEVICE_TEST = "device_test", "Device test result"
+        APPOINTMENT_STATUS = "appointment_status", "Appointment status"
+        JOIN_LINK = "join_link", "Join link on the appointment"
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="write_backs")
