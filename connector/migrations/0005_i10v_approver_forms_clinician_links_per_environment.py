@@ -1,6 +1,5 @@
 """Approvers match by EHR username, fhirUser or Practitioner identifier (and say which); clinician
-links are keyed to organization + EHR environment + absolute fhirUser URL; three more kinds of
-integration record (client registration, backend services, EHR vendor setup).
+links are keyed to organization + EHR environment + absolute fhirUser URL.
 
 Links made before this migration recorded neither the environment nor (for EHRs that send a
 relative fhirUser) the server: they cannot be told test from production, so they are dropped.
@@ -89,15 +88,5 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='clinicianlink',
             constraint=models.UniqueConstraint(fields=('tenant', 'environment', 'fhir_user'), name='one_link_per_environment_and_ehr_user'),
-        ),
-        migrations.AlterField(
-            model_name='historicalintegrationrecord',
-            name='kind',
-            field=models.CharField(choices=[('patient_launch', 'Patient launch'), ('provider_launch', 'Provider launch'), ('direct_sms_launch', 'Direct SMS launch'), ('sms_configuration', 'SMS configuration'), ('device_test_configuration', 'Device test configuration'), ('client_registration', 'Client registration (SMART app)'), ('backend_services', 'Backend services (write-back)'), ('vendor_setup', 'EHR vendor setup')], max_length=30),
-        ),
-        migrations.AlterField(
-            model_name='integrationrecord',
-            name='kind',
-            field=models.CharField(choices=[('patient_launch', 'Patient launch'), ('provider_launch', 'Provider launch'), ('direct_sms_launch', 'Direct SMS launch'), ('sms_configuration', 'SMS configuration'), ('device_test_configuration', 'Device test configuration'), ('client_registration', 'Client registration (SMART app)'), ('backend_services', 'Backend services (write-back)'), ('vendor_setup', 'EHR vendor setup')], max_length=30),
         ),
     ]
