@@ -148,6 +148,7 @@ def test_validating_again_keeps_an_approved_epic_endpoint_approved(sandbox, org_
         ("dstu2", "fhir_dstu2", "metadata", ["DSTU2", "FHIR 1.0.2", "R4"]),
         ("no-smart", "no_smart_configuration", "smart_configuration", ["No SMART configuration"]),
         ("no-pkce", "no_pkce", "smart_configuration", ["PKCE", "S256"]),
+        ("no-jwt-auth", "no_asymmetric_client", "smart_configuration", ["private_key_jwt", "RS384"]),
         ("redirect-http", "redirect_to_http", "metadata", ["plain http://", "example.com", "https"]),
     ],
 )
@@ -166,6 +167,27 @@ def test_a_wrong_server_is_explained_and_the_endpoint_stays_a_draft(
     assert result["details"]["steps"][step]["status"] == "failed"
     assert result["details"]["steps"][step]["code"] == code
     assert records_of(endpoint) == []
+
+
+def test_a_server_without_write_back_is_ok_with_gaps_and_usable(sandbox, org_b):
+    endpoint = validated(add_endpoint(org_b, fhir_base(sandbox, "launch-only")))
+
+    assert endpoint.status == EndpointStatus.VALIDATED
+    result = endpoint.last_validation
+    assert result["ok"] is True
+    assert result["code"] == "ok_with_gaps"
+    assert "Lost: Write-back to the EHR" in result["message"]
+    assert "the client_credentials grant" in result["message"]
+    assert [gap["key"] for gap in endpoint.validation_gaps] == ["write_back"]
+    assert len(records_of(endpoint)) == len(RecordKind.values)
+
+
+def test_the_good_sandbox_server_offers_everything(sandbox, org_b):
+    endpoint = validated(add_endpoint(org_b, fhir_base(sandbox, "r4")))
+
+    assert endpoint.last_validation["code"] == "ok"
+    assert endpoint.validation_gaps == []
+    assert endpoint.last_validation["message"].endswith("offers everything the connector needs.")
 
 
 def test_an_epic_endpoint_on_a_dstu2_server_is_not_sent_for_approval(sandbox, org_a):
