@@ -300,3 +300,25 @@ def test_a_dstu2_server_is_explained_on_the_configure_page(origin, new_page, org
     # Not sent for approval: the Approve step says to validate it first.
     page.goto(f"{origin}/portal/setup/approve/")
     expect(page.locator("#approvals tbody tr", has_text="Old server")).to_contain_text("Validate it first")
+
+
+def test_a_server_without_write_back_is_ok_with_gaps_and_says_what_is_lost(origin, new_page, org_b):
+    make_member(org_b, ADMIN_B, Role.ADMINISTRATOR)
+
+    page = new_page()
+    sign_in(page, origin, ADMIN_B)
+    open_setup(page, origin, "configure")
+    add_endpoint(page, f"{origin}/sandbox-ehr/fhir/launch-only", "Launch-only clinic", "UTC")
+
+    row = endpoint_row(page, "Launch-only clinic")
+    expect(row.locator(".status")).to_have_text("Validated")
+    message = row.locator(".validation-message")
+    expect(message).to_have_class(re.compile(r"\bwarning\b"))
+    expect(message).to_contain_text("OK with gaps.")
+    expect(message).not_to_contain_text("everything the connector needs")
+    gaps = row.locator("details.validation-gaps")
+    expect(gaps.locator("summary")).to_contain_text("(1)")
+    gaps.locator("summary").click()
+    expect(gaps.locator("li")).to_have_count(1)
+    expect(gaps.locator("li")).to_contain_text("Lost Write-back to the EHR")
+    expect(gaps.locator("li")).to_contain_text("the client_credentials grant")
