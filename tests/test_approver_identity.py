@@ -190,6 +190,11 @@ def test_an_analyst_listed_by_fhir_user_approves_through_the_peer(
     assert "<code>Practitioner/dr1</code></td><td>fhirUser reference" in configure
     history = client.get("/portal/setup/approve/").content.decode()
     assert "matched by fhirUser reference" in history
+    listed = client.get(f"/api/v1/tenants/{org_a.microsoft_tenant_id}/ehr-approvers/").json()
+    assert listed["usernames"] == ["Practitioner/dr1"]
+    assert listed["approvers"][0]["entry"] == "Practitioner/dr1"
+    assert listed["approvers"][0]["last_matched_as"] == "fhir_user"
+    assert listed["approvers"][0]["last_matched_at"]
 
 
 @pytest.mark.peer
