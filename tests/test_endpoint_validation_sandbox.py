@@ -182,6 +182,24 @@ def test_a_server_without_write_back_is_ok_with_gaps_and_usable(sandbox, org_b):
     assert len(records_of(endpoint)) == len(RecordKind.values)
 
 
+def test_write_back_switched_on_for_a_server_that_cannot_take_it_is_said_first(sandbox, org_b):
+    with tenant_scope(org_b):
+        endpoint = endpoint_create(
+            tenant=org_b,
+            base_url=fhir_base(sandbox, "launch-only"),
+            environment="test",
+            label="Main campus",
+            write_back_enabled=True,
+        )
+    endpoint = validated(endpoint)
+
+    assert endpoint.status == EndpointStatus.VALIDATED
+    assert endpoint.last_validation["message"].startswith(
+        "Write-back is on for this endpoint, but this server cannot take it"
+    )
+    assert "OK with gaps." in endpoint.last_validation["message"]
+
+
 def test_the_good_sandbox_server_offers_everything(sandbox, org_b):
     endpoint = validated(add_endpoint(org_b, fhir_base(sandbox, "r4")))
 
