@@ -176,6 +176,9 @@ class RecordKind(models.TextChoices):
     DIRECT_SMS_LAUNCH = "direct_sms_launch", "Direct SMS launch"
     SMS_CONFIGURATION = "sms_configuration", "SMS configuration"
     DEVICE_TEST_CONFIGURATION = "device_test_configuration", "Device test configuration"
+    CLIENT_REGISTRATION = "client_registration", "Client registration (SMART app)"
+    BACKEND_SERVICES = "backend_services", "Backend services (write-back)"
+    VENDOR_SETUP = "vendor_setup", "EHR vendor setup"
 
 
 class IntegrationRecord(TenantOwnedModel):

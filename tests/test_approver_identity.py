@@ -190,6 +190,11 @@ def test_an_analyst_listed_by_fhir_user_approves_through_the_peer(
     assert "<code>Practitioner/dr1</code></td><td>fhirUser reference" in configure
     history = client.get("/portal/setup/approve/").content.decode()
     assert "matched by fhirUser reference" in history
+    listed = client.get(f"/api/v1/tenants/{org_a.microsoft_tenant_id}/ehr-approvers/").json()
+    assert listed["usernames"] == ["Practitioner/dr1"]
+    assert listed["approvers"][0]["entry"] == "Practitioner/dr1"
+    assert listed["approvers"][0]["last_matched_as"] == "fhir_user"
+    assert listed["approvers"][0]["last_matched_at"]
 
 
 @pytest.mark.peer
@@ -249,3 +254,65 @@ def test_the_same_practitioner_on_test_and_production_gets_two_links(smart_peer,
     assert "One-time sign-in" not in straight.text
     with tenant_scope(org_b):
         assert ClinicianLink.objects.count() == 1
+
+
+@pytest.mark.peer
+@pytest.mark.django_db(transaction=True)
+def test_the_api_approves_with_the_peers_tokens_for_an_analyst_listed_by_npi(
+    smart_peer, settings, api_as, org_a, approver_a
+):
+    """The API's approve takes the sign-in's access token to read the Practitioner's identifiers."""
+    from connector.smart import pkce_pair
+
+    settings.EHR_INSECURE_HOSTS = ["127.0.0.1"]
+    settings.SMART_CLIENT_ID = "api-approval-client"
+    base = smart_peer.sim_base(
+        launch_type="provider-standalone", provider="dr1", patient="", encounter="NONE"
+    )
+    with tenant_scope(org_a):
+        endpoint = endpoint_validate(
+            endpoint=endpoint_create(tenant=org_a, base_url=base, environment="test", label="Peer")
+        )
+        ehr_approvers_set(tenant=org_a, usernames=[NPI])
+    assert endpoint.status == EndpointStatus.AWAITING_APPROVAL
+    configuration = requests.get(f"{base}/.well-known/smart-configuration", timeout=10).json()
+    verifier, challenge = pkce_pair()
+    redirect_uri = "http://127.0.0.1:9/callback"
+    authorized = requests.get(
+        configuration["authorization_endpoint"],
+        params={
+            "response_type": "code",
+            "client_id": settings.SMART_CLIENT_ID,
+            "redirect_uri": redirect_uri,
+            "scope": "openid fhirUser",
+            "state": "s" * 32,
+            "aud": base,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = dict(p.split("=", 1) for p in urlsplit(authorized.headers["Location"]).query.split("&"))["code"]
+    tokens = requests.post(
+        configuration["token_endpoint"],
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+            "client_id": settings.SMART_CLIENT_ID,
+        },
+        timeout=10,
+    ).json()
+    approve = f"/api/v1/tenants/{org_a.microsoft_tenant_id}/endpoints/{endpoint.pk}/approve/"
+
+    without = api_as(approver_a).post(approve, {"id_token": tokens["id_token"]}, format="json")
+    assert without.status_code == 403  # listed by NPI only: the id_token alone cannot show it
+
+    response = api_as(approver_a).post(
+        approve, {"id_token": tokens["id_token"], "access_token": tokens["access_token"]}, format="json"
+    )
+    assert response.status_code == 201, response.content[:500]
+    assert response.json()["matched_as"] == ApproverMatch.IDENTIFIER
+    assert response.json()["ehr_user"] == f"{base}/Practitioner/dr1"

@@ -106,13 +106,14 @@ def test_a_good_r4_server_of_an_oracle_organization_is_validated_with_its_record
     assert endpoint.last_validation["ok"] is True
     records = {record.kind: record for record in records_of(endpoint)}
     assert sorted(records) == sorted(RecordKind.values)
-    assert len(records) == 5
+    assert len(records) == len(RecordKind.values)
     for record in records.values():
         assert record.config_version == endpoint.config_version
         assert record.out_of_date is False
         assert record.details["iss"] == endpoint.base_url
         assert record.details["time_zone"] == "America/Chicago"
-        assert record.launch_url.startswith(f"{sandbox}/")
+        if record.kind not in (RecordKind.BACKEND_SERVICES, RecordKind.VENDOR_SETUP):
+            assert record.launch_url.startswith(f"{sandbox}/")
     assert records[RecordKind.PROVIDER_LAUNCH].redirect_uri == f"{sandbox}/launch/callback"
     assert records[RecordKind.PROVIDER_LAUNCH].scopes.split()[:3] == ["launch", "openid", "fhirUser"]
     assert len(records[RecordKind.DEVICE_TEST_CONFIGURATION].context_token) >= 43  # 256 bits
@@ -135,7 +136,7 @@ def test_validating_again_keeps_an_approved_epic_endpoint_approved(sandbox, org_
         )
     endpoint = validated(endpoint)
     assert endpoint.status == EndpointStatus.APPROVED
-    assert len(records_of(endpoint)) == 5
+    assert len(records_of(endpoint)) == len(RecordKind.values)
 
 
 # --- servers that are wrong in one way ---------------------------------------------------------
@@ -147,6 +148,7 @@ def test_validating_again_keeps_an_approved_epic_endpoint_approved(sandbox, org_
         ("dstu2", "fhir_dstu2", "metadata", ["DSTU2", "FHIR 1.0.2", "R4"]),
         ("no-smart", "no_smart_configuration", "smart_configuration", ["No SMART configuration"]),
         ("no-pkce", "no_pkce", "smart_configuration", ["PKCE", "S256"]),
+        ("no-jwt-auth", "no_asymmetric_client", "smart_configuration", ["private_key_jwt", "RS384"]),
         ("redirect-http", "redirect_to_http", "metadata", ["plain http://", "example.com", "https"]),
     ],
 )
@@ -165,6 +167,45 @@ def test_a_wrong_server_is_explained_and_the_endpoint_stays_a_draft(
     assert result["details"]["steps"][step]["status"] == "failed"
     assert result["details"]["steps"][step]["code"] == code
     assert records_of(endpoint) == []
+
+
+def test_a_server_without_write_back_is_ok_with_gaps_and_usable(sandbox, org_b):
+    endpoint = validated(add_endpoint(org_b, fhir_base(sandbox, "launch-only")))
+
+    assert endpoint.status == EndpointStatus.VALIDATED
+    result = endpoint.last_validation
+    assert result["ok"] is True
+    assert result["code"] == "ok_with_gaps"
+    assert "Lost: Write-back to the EHR" in result["message"]
+    assert "the client_credentials grant" in result["message"]
+    assert [gap["key"] for gap in endpoint.validation_gaps] == ["write_back"]
+    assert len(records_of(endpoint)) == len(RecordKind.values)
+
+
+def test_write_back_switched_on_for_a_server_that_cannot_take_it_is_said_first(sandbox, org_b):
+    with tenant_scope(org_b):
+        endpoint = endpoint_create(
+            tenant=org_b,
+            base_url=fhir_base(sandbox, "launch-only"),
+            environment="test",
+            label="Main campus",
+            write_back_enabled=True,
+        )
+    endpoint = validated(endpoint)
+
+    assert endpoint.status == EndpointStatus.VALIDATED
+    assert endpoint.last_validation["message"].startswith(
+        "Write-back is on for this endpoint, but this server cannot take it"
+    )
+    assert "OK with gaps." in endpoint.last_validation["message"]
+
+
+def test_the_good_sandbox_server_offers_everything(sandbox, org_b):
+    endpoint = validated(add_endpoint(org_b, fhir_base(sandbox, "r4")))
+
+    assert endpoint.last_validation["code"] == "ok"
+    assert endpoint.validation_gaps == []
+    assert endpoint.last_validation["message"].endswith("offers everything the connector needs.")
 
 
 def test_an_epic_endpoint_on_a_dstu2_server_is_not_sent_for_approval(sandbox, org_a):

@@ -88,17 +88,18 @@ def go_next(page: Page, origin: str, step: str, title: str) -> None:
 
 
 def check_records(page: Page, label: str, base_url: str) -> None:
-    """The Review step: one card for the endpoint, its five records, each with copy buttons."""
+    """The Review step: one card for the endpoint, all its records, each with copy buttons."""
     cards = page.locator(".endpoint-records")
     expect(cards).to_have_count(1)
     card = cards.first
     expect(card.locator("h2")).to_contain_text(label)
     expect(card.locator("p code").first).to_have_text(base_url)
     records = card.locator(".record")
-    expect(records).to_have_count(5)
-    kinds = [records.nth(i).get_attribute("data-kind") for i in range(5)]
+    count = len(RecordKind.values)
+    expect(records).to_have_count(count)
+    kinds = [records.nth(i).get_attribute("data-kind") for i in range(count)]
     assert sorted(kinds) == sorted(RecordKind.values)
-    for i in range(5):
+    for i in range(count):
         expect(records.nth(i).locator("button.copy").first).to_have_text("Copy")
     expect(card.locator(".badge.bad", has_text="out of date")).to_have_count(0)
     expect(page.get_by_text("Not ready yet")).to_have_count(0)
@@ -299,3 +300,25 @@ def test_a_dstu2_server_is_explained_on_the_configure_page(origin, new_page, org
     # Not sent for approval: the Approve step says to validate it first.
     page.goto(f"{origin}/portal/setup/approve/")
     expect(page.locator("#approvals tbody tr", has_text="Old server")).to_contain_text("Validate it first")
+
+
+def test_a_server_without_write_back_is_ok_with_gaps_and_says_what_is_lost(origin, new_page, org_b):
+    make_member(org_b, ADMIN_B, Role.ADMINISTRATOR)
+
+    page = new_page()
+    sign_in(page, origin, ADMIN_B)
+    open_setup(page, origin, "configure")
+    add_endpoint(page, f"{origin}/sandbox-ehr/fhir/launch-only", "Launch-only clinic", "UTC")
+
+    row = endpoint_row(page, "Launch-only clinic")
+    expect(row.locator(".status")).to_have_text("Validated")
+    message = row.locator(".validation-message")
+    expect(message).to_have_class(re.compile(r"\bwarning\b"))
+    expect(message).to_contain_text("OK with gaps.")
+    expect(message).not_to_contain_text("everything the connector needs")
+    gaps = row.locator("details.validation-gaps")
+    expect(gaps.locator("summary")).to_contain_text("(1)")
+    gaps.locator("summary").click()
+    expect(gaps.locator("li")).to_have_count(1)
+    expect(gaps.locator("li")).to_contain_text("Lost Write-back to the EHR")
+    expect(gaps.locator("li")).to_contain_text("the client_credentials grant")

@@ -72,9 +72,11 @@ def _resource_entry(resource_type: str, interactions: list[str]) -> dict:
 
 
 def capability_statement(request: HttpRequest, flavor: Flavor) -> dict:
-    resources = [_resource_entry(t, ["read", "search-type", "update"]) for t in DATA_TYPES]
+    interactions = ["read", "search-type", "update"] if flavor.write_back else ["read", "search-type"]
+    resources = [_resource_entry(t, interactions) for t in DATA_TYPES]
     resources.append(_resource_entry("Location", ["read", "search-type"]))
-    resources += [_resource_entry(t, ["create"]) for t in ("AuditEvent", "Communication")]
+    if flavor.write_back:
+        resources += [_resource_entry(t, ["create"]) for t in ("AuditEvent", "Communication")]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -125,6 +127,13 @@ def smart_configuration(request: HttpRequest, flavor: Flavor) -> dict:
     }
     if not flavor.pkce:
         document["code_challenge_methods_supported"] = ["plain"]
+    if not flavor.write_back:
+        document["grant_types_supported"] = ["authorization_code"]
+        document["scopes_supported"] = [scope for scope in SCOPES if not scope.startswith("system/")]
+    if not flavor.jwt_auth:
+        document["token_endpoint_auth_methods_supported"] = ["client_secret_basic", "client_secret_post"]
+        document["token_endpoint_auth_signing_alg_values_supported"] = []
+        document["capabilities"] = [c for c in CAPABILITIES if c != "client-confidential-asymmetric"]
     return document
 
 

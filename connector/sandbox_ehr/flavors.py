@@ -27,6 +27,11 @@ class Flavor:
     # extras: appointment CSN, conference and department IDs) or "minimal" (patient and encounter
     # only, as most EHRs and the third-party peer in ../shared/peers send).
     launch_context: str = "full"
+    # False: launches only, like an EHR that has not enabled Backend Services or the write interactions
+    # (no client_credentials, no system scopes, no update or create): validation is "OK with gaps".
+    write_back: bool = True
+    # False: no asymmetric client authentication (symmetric secrets only): validation fails.
+    jwt_auth: bool = True
 
 
 FLAVORS: dict[str, Flavor] = {
@@ -44,6 +49,16 @@ FLAVORS: dict[str, Flavor] = {
         Flavor("dstu2", "Answers metadata with a DSTU2 Conformance (FHIR 1.0.2).", fhir_version="1.0.2"),
         Flavor("no-smart", "Good R4 metadata, but no .well-known/smart-configuration.", smart=False),
         Flavor("no-pkce", "SMART configuration without S256 PKCE.", pkce=False),
+        Flavor(
+            "launch-only",
+            "Launches, but no write-back: no client_credentials, no system scopes, no update or create.",
+            write_back=False,
+        ),
+        Flavor(
+            "no-jwt-auth",
+            "Client secrets only: no private_key_jwt, no client-confidential-asymmetric.",
+            jwt_auth=False,
+        ),
         Flavor("slow", "Metadata answers after SANDBOX_EHR_SLOW_SECONDS.", slow=True),
         Flavor(
             "redirect-http",

@@ -195,7 +195,7 @@ def endpoint_validate(*, endpoint: FhirEndpoint, config_version: int | None = No
     if endpoint.config_version != version_checked or endpoint.status == EndpointStatus.DISABLED:
         # Changed or disabled while the checks ran: this result is about the old setup.
         return endpoint
-    endpoint.last_validation = result.to_dict()
+    endpoint.last_validation = _with_write_back_warning(result.to_dict(), endpoint)
     endpoint.last_validated_at = result.checked_at
     endpoint.validation_step = ""
     already_approved = endpoint.approvals.filter(
@@ -215,6 +215,18 @@ def endpoint_validate(*, endpoint: FhirEndpoint, config_version: int | None = No
             integration_records_produce(endpoint=endpoint)
     logger.info("endpoint %s validated: %s (%s)", endpoint.pk, result.ok, result.code)
     return endpoint
+
+
+def _with_write_back_warning(result: dict, endpoint: FhirEndpoint) -> dict:
+    """Write-back switched on for a server that cannot take it: say so first, it fails at every visit."""
+    features = (result.get("details") or {}).get("features") or []
+    write_back = next((f for f in features if f.get("key") == "write_back"), None)
+    if endpoint.write_back_enabled and write_back and write_back.get("status") == "lost":
+        result["message"] = (
+            "Write-back is on for this endpoint, but this server cannot take it (see below): turn write-back off "
+            "or ask your EHR team to enable SMART Backend Services. " + result["message"]
+        )
+    return result
 
 
 def endpoint_validation_recover(*, endpoint: FhirEndpoint) -> str:
