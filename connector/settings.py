@@ -84,7 +84,9 @@ SMS_RATE_PER_NUMBER: float = env.float("SMS_RATE_PER_NUMBER", default=1.0)
 SMS_PHONE_GRACE_HOURS: int = env.int("SMS_PHONE_GRACE_HOURS", default=24)
 HL7_MAX_BODY_BYTES: int = env.int("HL7_MAX_BODY_BYTES", default=64 * 1024)
 # Seconds a worker keeps an organization's feed setup (certificate, endpoint, SMS
-# settings, consent) between messages; see sms/hl7/feed_setup.py. 0: read it every time.
+# settings, consent) between messages; a change in any process is seen by all within a
+# second (a token in the shared cache), this bounds changes made outside the ORM;
+# see sms/hl7/feed_setup.py. 0: read it every time.
 HL7_FEED_SETUP_CACHE_SECONDS: float = env.float("HL7_FEED_SETUP_CACHE_SECONDS", default=10.0)
 TWILIO_ACCOUNT_SID: str = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN: str = env.str("TWILIO_AUTH_TOKEN", default="")
