@@ -34,6 +34,10 @@ PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://localhost:8000
 # Fernet keys for field-level encryption, newest first; older keys keep decrypting
 # rows written before a rotation (see connector/encryption.py).
 FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Keys of the phone-number hash that finds opt-outs (sms/phones.py), current first; lookups
+# try them all. Its own key, so rotating SECRET_KEY never forgets a STOP. Unset: SECRET_KEY
+# (development only). Rotate with `manage.py rehash_phone_numbers`.
+PHONE_HASH_KEY: list[str] = env.list("PHONE_HASH_KEY", default=[])
 
 # Microsoft Entra ID (multi-tenant app registration) for organization sign-in.
 SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY: str = env.str("ENTRA_CLIENT_ID", default="")
@@ -113,6 +117,13 @@ def _refuse_half_configured_production() -> None:
         problems.append(
             "FIELD_ENCRYPTION_KEYS must list at least one Fernet key "
             "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+        )
+    if not PHONE_HASH_KEY or any(len(key) < 32 for key in PHONE_HASH_KEY):
+        problems.append(
+            "PHONE_HASH_KEY must list at least one random key of 32+ characters, current first "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))'); an installation that "
+            "already has opt-outs lists its SECRET_KEY after the new key, then runs "
+            "manage.py rehash_phone_numbers"
         )
     if not ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS must name the host names this service answers to")

@@ -191,8 +191,11 @@ def feed_setup(tenant: Tenant, environment: str, *, fresh: bool = False) -> Feed
     return setup
 
 
-def feed_number_opted_out(tenant: Tenant, hashed_number: str) -> bool:
-    """Whether the number (its keyed hash) opted out of the organization's texts; inside the tenant's scope."""
+def feed_number_opted_out(tenant: Tenant, hashed_numbers: tuple[str, ...]) -> bool:
+    """Whether the number (its keyed hashes, `number_hashes`) opted out of the organization's texts.
+
+    Call inside the tenant's scope.
+    """
     kept = _kept(_opt_outs, tenant.pk)
     if kept is None:
         hashes = list(
@@ -202,8 +205,8 @@ def feed_number_opted_out(tenant: Tenant, hashed_number: str) -> bool:
         )
         kept = _TOO_MANY if len(hashes) > MAX_KEPT_OPT_OUTS else frozenset(hashes)
         _keep(_opt_outs, tenant.pk, kept)
-    if kept is _TOO_MANY or hashed_number in kept:
-        return number_is_opted_out(tenant, hashed_number)  # read fresh: it may have opted back in
+    if kept is _TOO_MANY or not kept.isdisjoint(hashed_numbers):
+        return number_is_opted_out(tenant, hashed_numbers)  # read fresh: it may have opted back in
     return False
 
 

@@ -93,6 +93,11 @@ class OptOut(TenantOwnedModel):
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     number_hash = models.CharField(max_length=64)
+    hash_key_id = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="Which PHONE_HASH_KEY made the hash (a fingerprint, sms/phones.py); empty: not recorded.",
+    )
     number_last_four = models.CharField(max_length=4)
     opted_out_at = models.DateTimeField(default=timezone.now)
     opted_in_at = models.DateTimeField(null=True, blank=True)

@@ -29,7 +29,7 @@ from sms.models import (
     SmsConsent,
     SmsSettings,
 )
-from sms.phones import last_four, number_hash
+from sms.phones import last_four, number_hash, number_hashes
 from sms.scheduling import nearest_allowed, reminder_times
 from sms.selectors import UNREAD, number_is_opted_out, sending_blocker
 from tenants.models import Tenant
@@ -106,7 +106,7 @@ def appointment_apply(
     message: SchedulingMessage,
     sms_settings: SmsSettings | None | object = UNREAD,
     consent: SmsConsent | None | object = UNREAD,
-    is_opted_out: Callable[[Tenant, str], bool] = number_is_opted_out,
+    is_opted_out: Callable[[Tenant, tuple[str, ...]], bool] = number_is_opted_out,
     assume_new: bool = False,
 ) -> AppliedMessage:
     """Apply one scheduling message. Out-of-order messages never undo newer state.
@@ -220,7 +220,7 @@ def _schedule_texts(
     previous_start: datetime | None,
     settings_row,
     consent,
-    is_opted_out: Callable[[Tenant, str], bool],
+    is_opted_out: Callable[[Tenant, tuple[str, ...]], bool],
 ) -> list[OutboundMessage]:
     now = timezone.now()
     if event in (CANCEL, DELETE, NO_SHOW):
@@ -241,7 +241,7 @@ def _schedule_texts(
     ):
         return []
     hashed = number_hash(appointment.phone)
-    if is_opted_out(appointment.tenant, hashed):
+    if is_opted_out(appointment.tenant, number_hashes(appointment.phone)):
         return []
     zone = _zone(appointment.time_zone)
     wanted = []  # (kind, when, dedupe key)
