@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from connector.models import (
@@ -63,6 +64,7 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
         "status",
         "config_version",
         "validation_step",
+        "validation_features",
         "last_validation",
         "last_validated_at",
         "created_at",
@@ -70,6 +72,32 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
     ]
     inlines = [ApprovalInline, RecordInline]
     actions = ["validate_again"]
+
+    @admin.display(description="Features (last validation)")
+    def validation_features(self, endpoint: FhirEndpoint) -> str:
+        """Each feature of the connector and whether this server can carry it (endpoint_features.py)."""
+        features = (endpoint.last_validation.get("details") or {}).get("features") or []
+        if not features:
+            return "—"
+        words = {"available": "available", "lost": "LOST", "unconfirmed": "to confirm"}
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li><strong>{}</strong>: {}{}</li>",
+                (
+                    (
+                        words.get(f.get("status"), f.get("status")),
+                        f.get("title", ""),
+                        f" (missing: {', '.join(f['missing'])})"
+                        if f.get("missing")
+                        else (f" (not published: {', '.join(f['unconfirmed'])})" if f.get("unconfirmed") else ""),
+                    )
+                    for f in features
+                    if isinstance(f, dict)
+                ),
+            ),
+        )
 
     @admin.action(description="Validate again")
     def validate_again(self, request, queryset):
@@ -87,7 +115,7 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
 
 @admin.register(EndpointApproval)
 class EndpointApprovalAdmin(admin.ModelAdmin):
-    list_display = ["decided_at", "endpoint", "tenant", "decision", "ehr_username", "decided_by"]
+    list_display = ["decided_at", "endpoint", "tenant", "decision", "ehr_username", "matched_as", "decided_by"]
     list_filter = ["decision", "tenant__ehr_vendor"]
     search_fields = [
         "endpoint__label",
@@ -124,7 +152,9 @@ class IntegrationRecordAdmin(SimpleHistoryAdmin):
 
 @admin.register(EhrApprover)
 class EhrApproverAdmin(SimpleHistoryAdmin):
-    list_display = ["ehr_username", "tenant", "created_at"]
+    list_display = ["ehr_username", "tenant", "last_matched_as", "last_matched_at", "created_at"]
+    list_filter = ["last_matched_as"]
+    readonly_fields = ["last_matched_as", "last_matched_at"]
     search_fields = ["ehr_username", "tenant__name", "=tenant__microsoft_tenant_id"]
     list_select_related = ["tenant"]
     autocomplete_fields = ["tenant"]
@@ -226,28 +256,12 @@ class WriteBackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now")
     def retry_now(self, request, queryset):
-        from django.db.models import Q
-        from django.utils import timezone
+        from connector.services.write_back import write_backs_retry
 
-        from connector.background import queue_after_commit
-
-        now = timezone.now()
-        # Never a write that is being sent now (its lease has not ended): it would be written twice.
-        retryable = Q(state__in=[WriteBackState.PENDING, WriteBackState.FAILED]) | Q(
-            state=WriteBackState.SENDING, next_attempt_at__lte=now
-        )
-        rows = list(queryset.filter(retryable).values_list("pk", flat=True))
-        rows = [
-            pk
-            for pk in rows
-            if WriteBack.objects.filter(retryable, pk=pk).update(state=WriteBackState.PENDING, next_attempt_at=now)
-        ]
-        for pk in rows:
-            queue_after_commit("connector.tasks.write_back_send", pk)
-        busy = queryset.filter(state=WriteBackState.SENDING, next_attempt_at__gt=now).count()
+        queued, busy = write_backs_retry(pks=list(queryset.values_list("pk", flat=True)))
         if busy:
             self.message_user(request, f"{busy} write-back(s) are being sent now and were left alone.")
-        self.message_user(request, f"{len(rows)} write-back(s) queued again.", messages.SUCCESS)
+        self.message_user(request, f"{queued} write-back(s) queued again.", messages.SUCCESS)
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -255,7 +269,8 @@ class WriteBackAdmin(admin.ModelAdmin):
 
 @admin.register(ClinicianLink)
 class ClinicianLinkAdmin(SimpleHistoryAdmin):
-    list_display = ["fhir_user", "user", "tenant", "created_at"]
+    list_display = ["fhir_user", "environment", "user", "tenant", "created_at"]
+    list_filter = ["environment"]
     search_fields = ["fhir_user", "user__username", "tenant__name"]
     list_select_related = ["user", "tenant"]
     raw_id_fields = ["user"]

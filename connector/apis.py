@@ -13,7 +13,7 @@ from connector.ehr_http import EhrHttpError
 from connector.endpoint_checks import fetch_smart_configuration
 from connector.models import EhrApprover, EndpointApproval, Environment, FhirEndpoint, IntegrationRecord
 from connector.services import endpoints as endpoint_services
-from connector.services.approvals import approval_grant, approval_reject
+from connector.services.approvals import approval_grant, approval_reject, approver_identity_complete
 from connector.services.records import integration_record_rotate_token
 from connector.smart import SmartError, expected_issuers, verify_id_token
 from tenants.models import Role
@@ -22,6 +22,9 @@ from tenants.models import Role
 
 
 class EndpointSerializer(serializers.ModelSerializer):
+    # The features the last validation found lost or unconfirmed ("OK with gaps"); [] when none.
+    validation_gaps = serializers.JSONField(read_only=True)
+
     class Meta:
         model = FhirEndpoint
         fields = [
@@ -31,10 +34,12 @@ class EndpointSerializer(serializers.ModelSerializer):
             "label",
             "time_zone",
             "write_back_enabled",
+            "write_join_link",
             "status",
             "config_version",
             "validation_step",
             "last_validation",
+            "validation_gaps",
             "last_validated_at",
             "created_at",
             "updated_at",
@@ -42,7 +47,16 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = [
             f
             for f in fields
-            if f not in ("base_url", "environment", "label", "time_zone", "write_back_enabled")
+            if f
+            not in (
+                "base_url",
+                "environment",
+                "label",
+                "time_zone",
+                "write_back_enabled",
+                "write_join_link",
+                "validation_gaps",
+            )
         ]
 
 
@@ -52,6 +66,7 @@ class EndpointWriteSerializer(serializers.Serializer):
     label = serializers.CharField(max_length=200)
     time_zone = serializers.CharField(max_length=64, default="UTC")
     write_back_enabled = serializers.BooleanField(default=False)
+    write_join_link = serializers.BooleanField(default=False)
 
 
 class EndpointPatchSerializer(EndpointWriteSerializer):
@@ -75,6 +90,8 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "comment",
             "decided_by",
             "ehr_username",
+            "ehr_user",
+            "matched_as",
             "decided_at",
         ]
         read_only_fields = fields
@@ -86,6 +103,13 @@ class DecisionSerializer(serializers.Serializer):
         "issued to this installation's client ID; it proves which EHR user decides."
     )
     comment = serializers.CharField(required=False, allow_blank=True, default="")
+    access_token = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The same sign-in's access token: only needed when the approver is listed by Practitioner "
+        "identifier (the connector reads the Practitioner named by fhirUser with it, then forgets it).",
+    )
 
 
 class RecordSerializer(serializers.ModelSerializer):
@@ -115,7 +139,11 @@ class RecordSerializer(serializers.ModelSerializer):
 
 
 class ApproversSerializer(serializers.Serializer):
-    usernames = serializers.ListField(child=serializers.CharField(max_length=150), allow_empty=True)
+    usernames = serializers.ListField(
+        child=serializers.CharField(max_length=500),
+        allow_empty=True,
+        help_text="One entry per approver: EHR username, fhirUser reference or Practitioner identifier.",
+    )
 
 
 # --- endpoints -------------------------------------------------------------------
@@ -202,6 +230,9 @@ class _DecisionApi(TenantAPIViewMixin, APIView):
             )
         except (SmartError, EhrHttpError) as error:
             raise serializers.ValidationError({"id_token": error.message}) from error
+        identity = approver_identity_complete(
+            endpoint=endpoint, identity=identity, access_token=incoming.validated_data["access_token"]
+        )
         approval = self.decide(
             endpoint=endpoint,
             decided_by=request.user,
@@ -239,7 +270,21 @@ class ApproversApi(TenantAPIViewMixin, APIView):
 
     @extend_schema(responses=ApproversSerializer)
     def get(self, request, tenant_id: str):
-        return Response({"usernames": list(EhrApprover.objects.values_list("ehr_username", flat=True))})
+        approvers = list(EhrApprover.objects.all())
+        return Response(
+            {
+                "usernames": [a.ehr_username for a in approvers],
+                # Which form of each entry matched the approver's last EHR sign-in ("" if none yet).
+                "approvers": [
+                    {
+                        "entry": a.ehr_username,
+                        "last_matched_as": a.last_matched_as,
+                        "last_matched_at": a.last_matched_at.isoformat() if a.last_matched_at else None,
+                    }
+                    for a in approvers
+                ],
+            }
+        )
 
     @extend_schema(request=ApproversSerializer, responses=ApproversSerializer)
     def put(self, request, tenant_id: str):

@@ -96,3 +96,11 @@ def check_provider_backends(app_configs, **kwargs):
         for problem in backend.configuration_problems():
             errors.append(Error(f"{setting}={path}: {problem}", id="connector.E005"))
     return errors
+
+
+@register(Tags.compatibility)
+def check_regions(app_configs, **kwargs):
+    """A multi-region deployment knows its region, every region's address and the lookup secret."""
+    from tenants.regions import config_problems
+
+    return [Error(problem, id="connector.E006") for problem in config_problems()]

@@ -5,10 +5,16 @@ asks the server two questions and explains any "no" in words the
 administrator can take to their EHR team:
 
 1. `GET {base}/metadata`: a FHIR R4 (4.0.x) CapabilityStatement that offers
-   `read` on Patient, Practitioner, Appointment and Encounter.
+   FHIR resources as a server.
 2. `GET {base}/.well-known/smart-configuration`: SMART on FHIR with an
-   authorization and a token endpoint over https, EHR launch (`launch-ehr`)
-   and PKCE with S256.
+   authorization and a token endpoint over https, EHR launch (`launch-ehr`),
+   PKCE with S256 and asymmetric client authentication (private_key_jwt).
+
+Then it holds both documents against the table of features and what each
+needs (connector/endpoint_features.py): what launches cannot do without fails
+the check; a feature the server cannot carry (or does not say it can) makes
+the result "OK with gaps" (`code` "ok_with_gaps"), naming the feature lost.
+"Everything the connector needs" is said only when every requirement is met.
 
 All calls go through `connector.ehr_http`, so the address guard rails apply.
 """
@@ -26,10 +32,20 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from connector.ehr_http import EhrHttpError, ehr_get_json, is_insecure_host
+from connector.endpoint_features import (
+    ASYMMETRIC_CLIENT,
+    MISSING,
+    ServerOffer,
+    features_evaluate,
+    gaps_summary,
+    requirement_status,
+    server_interactions,
+)
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_RESOURCES = ("Patient", "Practitioner", "Appointment", "Encounter")
+# The resources whose read access the details list (what each feature needs is in endpoint_features).
+LISTED_RESOURCES = ("Patient", "Practitioner", "Appointment", "Encounter", "Communication")
 SMART_CONFIGURATION_PATH = "/.well-known/smart-configuration"
 EPIC_HINT = "for Epic it usually ends in /api/FHIR/R4"
 
@@ -176,24 +192,36 @@ def check_fhir_endpoint(
         return fail(None, "invalid_url", " ".join(error.messages))
     details["base_url"] = base
 
+    documents: dict[str, dict[str, Any]] = {}
     for step, run in ((STEP_METADATA, _check_metadata), (STEP_SMART, _check_smart_configuration)):
         if progress is not None:
             progress(step)
         try:
-            run(base, details)
+            documents[step] = run(base, details)
         except _CheckFailed as failure:
             return fail(step, failure.code, failure.message)
         except EhrHttpError as error:
             return fail(step, *_step_http_failure(step, base, error))
         details["steps"][step] = {"status": "ok"}
 
+    offer = ServerOffer.from_documents(documents[STEP_METADATA], documents[STEP_SMART])
+    features = features_evaluate(offer)
+    details["features"] = features
+    details["scopes_supported"] = list(offer.scopes) if offer.scopes is not None else None
+    gaps = gaps_summary(features)
+    server = f"This is a SMART on FHIR R4 server (FHIR {details.get('fhir_version')})"
+    if not gaps:
+        return EndpointCheckResult(
+            ok=True,
+            code="ok",
+            message=f"{server} that offers everything the connector needs.",
+            checked_at=timezone.now(),
+            details=details,
+        )
     return EndpointCheckResult(
         ok=True,
-        code="ok",
-        message=(
-            f"This is a SMART on FHIR R4 server (FHIR {details.get('fhir_version')}) that offers "
-            "everything the connector needs."
-        ),
+        code="ok_with_gaps",
+        message=f"OK with gaps. {server}: visits can be launched from the EHR, but not every feature will work. {gaps}",
         checked_at=timezone.now(),
         details=details,
     )
@@ -235,7 +263,7 @@ def _step_http_failure(step: str, base: str, error: EhrHttpError) -> tuple[str, 
     return error.code, error.message
 
 
-def _check_metadata(base: str, details: dict[str, Any]) -> None:
+def _check_metadata(base: str, details: dict[str, Any]) -> dict[str, Any]:
     statement = ehr_get_json(f"{base}/metadata").json
     resource_type = statement.get("resourceType")
     version = _text(statement.get("fhirVersion"))
@@ -270,30 +298,19 @@ def _check_metadata(base: str, details: dict[str, Any]) -> None:
             f"ask your EHR team for the R4 base URL ({EPIC_HINT}).",
         )
 
-    readable = _readable_resources(statement)
-    details["resources"] = sorted(readable & set(REQUIRED_RESOURCES))
-    missing = [name for name in REQUIRED_RESOURCES if name not in readable]
-    if missing:
+    interactions = server_interactions(statement)
+    details["resources"] = sorted(name for name in LISTED_RESOURCES if f"{name}.read" in interactions)
+    if not interactions:
         raise _CheckFailed(
             "missing_resources",
-            f"The server does not offer read access to {_join(missing)}, which the connector needs: "
-            "ask your EHR team to enable them for this FHIR base URL.",
+            "The server's CapabilityStatement offers no FHIR resources at all (no server-mode rest entry "
+            "with interactions): check that this is the FHIR base URL of your EHR "
+            f"({EPIC_HINT}); the connector reads Appointment and Encounter.",
         )
+    return statement
 
 
-def _readable_resources(statement: dict[str, Any]) -> set[str]:
-    readable: set[str] = set()
-    for rest in _dicts(statement.get("rest")):
-        if rest.get("mode") != "server":
-            continue
-        for resource in _dicts(rest.get("resource")):
-            codes = {interaction.get("code") for interaction in _dicts(resource.get("interaction"))}
-            if "read" in codes and isinstance(resource.get("type"), str):
-                readable.add(resource["type"])
-    return readable
-
-
-def _check_smart_configuration(base: str, details: dict[str, Any]) -> None:
+def _check_smart_configuration(base: str, details: dict[str, Any]) -> dict[str, Any]:
     config = ehr_get_json(f"{base}{SMART_CONFIGURATION_PATH}", accept="application/json").json
     capabilities = [c for c in _list(config.get("capabilities")) if isinstance(c, str)]
     methods = [m for m in _list(config.get("code_challenge_methods_supported")) if isinstance(m, str)]
@@ -305,6 +322,9 @@ def _check_smart_configuration(base: str, details: dict[str, Any]) -> None:
             "issuer": _text(config.get("issuer")),
             "capabilities": capabilities,
             "code_challenge_methods": methods,
+            "token_endpoint_auth_methods": [
+                m for m in _list(config.get("token_endpoint_auth_methods_supported")) if isinstance(m, str)
+            ],
         }
     )
     _validate_oauth_endpoints(config, base)
@@ -320,6 +340,14 @@ def _check_smart_configuration(base: str, details: dict[str, Any]) -> None:
             "The server does not offer PKCE (S256), which the connector requires to protect sign-ins: "
             "ask your EHR team to enable PKCE with the S256 method for this FHIR base URL.",
         )
+    if requirement_status(ASYMMETRIC_CLIENT, ServerOffer.from_documents({}, config)) == MISSING:
+        raise _CheckFailed(
+            "no_asymmetric_client",
+            "The server offers no asymmetric client authentication (neither the client-confidential-asymmetric "
+            "capability nor private_key_jwt at its token endpoint), which the connector signs every token "
+            "request with (private_key_jwt, RS384): ask your EHR team to enable it for this FHIR base URL.",
+        )
+    return config
 
 
 def _validate_oauth_endpoints(config: dict[str, Any], base: str) -> None:

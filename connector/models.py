@@ -60,8 +60,14 @@ class FhirEndpoint(TenantOwnedModel):
     last_validated_at = models.DateTimeField(null=True, blank=True)
     write_back_enabled = models.BooleanField(
         default=False,
-        help_text="Write participant connects and disconnects, visit start and end and device test results "
-        "back to the EHR (SMART Backend Services).",
+        help_text="Write participant connects and disconnects, visit start and end, device test results and "
+        "the appointment's status (arrived, fulfilled, no-show) back to the EHR (SMART Backend Services).",
+    )
+    write_join_link = models.BooleanField(
+        "put the join link on the appointment",
+        default=False,
+        help_text="With write-back on: put the patient's join link on the EHR's Appointment when the visit "
+        "is made (Oracle Health: its video visit links; other EHRs: the R5 virtualService extension).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -90,12 +96,35 @@ class FhirEndpoint(TenantOwnedModel):
     def last_validation_ok(self) -> bool | None:
         return self.last_validation.get("ok") if self.last_validation else None
 
+    @property
+    def validation_gaps(self) -> list[dict]:
+        """The features the last validation found lost or unconfirmed (connector/endpoint_features.py)."""
+        features = (self.last_validation.get("details") or {}).get("features") or []
+        return [f for f in features if isinstance(f, dict) and f.get("status") in ("lost", "unconfirmed")]
+
+
+class ApproverMatch(models.TextChoices):
+    """Which form of an approver's entry matched their EHR sign-in (docs/configuration-portal.md)."""
+
+    USERNAME = "username", "EHR username (preferred_username)"
+    FHIR_USER = "fhir_user", "fhirUser reference"
+    IDENTIFIER = "identifier", "Practitioner identifier"
+
 
 class EhrApprover(TenantOwnedModel):
-    """An EHR analyst (by EHR username) who may approve the organization's endpoints (Epic)."""
+    """An EHR analyst who may approve the organization's endpoints (Epic).
+
+    `ehr_username` holds one entry as the administrator typed it: an EHR username, a fhirUser
+    reference (`Practitioner/123` or its absolute URL) or a Practitioner identifier (`value` or
+    `system|value`); many EHRs send no username, so the other two forms exist.
+    """
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="ehr_approvers")
-    ehr_username = models.CharField("EHR username", max_length=150)
+    ehr_username = models.CharField("EHR username, fhirUser or identifier", max_length=500)
+    last_matched_as = models.CharField(
+        max_length=12, choices=ApproverMatch.choices, blank=True, help_text="How the last EHR sign-in matched."
+    )
+    last_matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords()
@@ -130,6 +159,9 @@ class EndpointApproval(TenantOwnedModel):
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     ehr_username = models.CharField("EHR username", max_length=150)
     ehr_user = models.CharField("EHR user (fhirUser)", max_length=500, blank=True)
+    matched_as = models.CharField(
+        "approver matched by", max_length=12, choices=ApproverMatch.choices, blank=True
+    )
     decided_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -213,11 +245,14 @@ class ParticipantRole(models.TextChoices):
 class ClinicianLink(TenantOwnedModel):
     """The one identity the connector keeps: an EHR user's unique ID linked to an organization user.
 
-    Made at a clinician's first launch, after a one-time Microsoft sign-in.
+    Made at a clinician's first launch, after a one-time Microsoft sign-in. Keyed to the
+    organization, the EHR environment and the absolute fhirUser URL, so a test EHR's user and a
+    production EHR's user with the same id never share a link.
     """
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
-    fhir_user = models.CharField("EHR user (fhirUser)", max_length=500)
+    environment = models.CharField(max_length=12, choices=Environment.choices)
+    fhir_user = models.CharField("EHR user (absolute fhirUser URL)", max_length=500)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clinician_links"
     )
@@ -226,7 +261,11 @@ class ClinicianLink(TenantOwnedModel):
     history = HistoricalRecords()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "fhir_user"], name="one_link_per_ehr_user")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "environment", "fhir_user"], name="one_link_per_environment_and_ehr_user"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.fhir_user} -> {self.user}"
@@ -443,6 +482,8 @@ class WriteBack(TenantOwnedModel):
         VISIT_STARTED = "visit_started", "Visit started"
         VISIT_ENDED = "visit_ended", "Visit ended"
         DEVICE_TEST = "device_test", "Device test result"
+        APPOINTMENT_STATUS = "appointment_status", "Appointment status"
+        JOIN_LINK = "join_link", "Join link on the appointment"
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="write_backs")

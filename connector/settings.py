@@ -31,6 +31,22 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Public origin of this service (scheme and host), used in integration records and links.
 PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://localhost:8000").rstrip("/")
 
+# Data residency (tenants/regions.py, docs/deployment.md). A multi-region installation is
+# one deployment per region, each with its own database, Redis and workers. Empty
+# CONNECTOR_REGION (the default, the demo) means a single-region installation.
+CONNECTOR_REGION: str = env.str("CONNECTOR_REGION", default="").strip()
+# One "region=https://base-url" per line (commas or semicolons also separate them).
+CONNECTOR_REGIONS_TEXT: str = env.str("CONNECTOR_REGIONS", default="")
+# Shared secret that signs the regions' internal "which region hosts this organization?" calls.
+REGION_LOOKUP_SECRET: str = env.str("REGION_LOOKUP_SECRET", default="")
+# Lets each region's admin read the others' usage API (reports/usage_summary.py); the same in every region.
+SUPPORT_REPORTS_TOKEN: str = env.str("SUPPORT_REPORTS_TOKEN", default="")
+REGION_LOOKUP_CACHE_SECONDS: int = env.int("REGION_LOOKUP_CACHE_SECONDS", default=60)
+
+# Where interface engines reach the MLLP listener (host:port), shown in the portal beside the
+# HTTPS feed address. Default: this deployment's public host on 2575, the HL7 MLLP port.
+MLLP_PUBLIC_ADDRESS: str = env.str("MLLP_PUBLIC_ADDRESS", default="")
+
 # Fernet keys for field-level encryption, newest first; older keys keep decrypting
 # rows written before a rotation (see connector/encryption.py).
 FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
@@ -165,6 +181,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "connector.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Multi-region only: a request for an organization hosted elsewhere gets a redirect or a 421.
+    "tenants.region_routing.RegionRoutingMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "connector.sessions.SessionTimeoutMiddleware",

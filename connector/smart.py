@@ -104,11 +104,28 @@ def exchange_code(
 
 @dataclass(frozen=True)
 class EhrIdentity:
-    """Who signed in to the EHR, as its id_token says (verified)."""
+    """Who signed in to the EHR, as its id_token says (verified).
+
+    `username` is what pages show: `preferred_username`, else the fhirUser's id, else `sub`.
+    `preferred_username` is the claim itself ("" when the EHR sends none, as most do).
+    `identifiers` are the Practitioner's identifiers (`system|value`), read only when an
+    approval needs them (connector/services/approvals.py).
+    """
 
     subject: str
     fhir_user: str
     username: str
+    preferred_username: str = ""
+    identifiers: tuple[str, ...] = ()
+
+
+def absolute_fhir_user(fhir_user: str, base_url: str) -> str:
+    """The fhirUser as an absolute URL: a relative reference (`Practitioner/dr1`, as some EHRs send)
+    is resolved against the FHIR base URL it came from, so the same id on two servers never merges."""
+    fhir_user = (fhir_user or "").strip()
+    if not fhir_user or "://" in fhir_user:
+        return fhir_user
+    return f"{base_url.rstrip('/')}/{fhir_user.lstrip('/')}"
 
 
 def _jwks_for(smart_configuration: dict) -> jwt.PyJWKSet:
@@ -171,8 +188,11 @@ def verify_id_token(
     if nonce is not None and claims.get("nonce") != nonce:
         raise SmartError("The id_token does not answer this sign-in (nonce mismatch); sign in again.")
     fhir_user = str(claims.get("fhirUser") or claims.get("profile") or "")
-    username = str(claims.get("preferred_username") or fhir_user.rsplit("/", 1)[-1] or claims["sub"])
-    return EhrIdentity(subject=str(claims["sub"]), fhir_user=fhir_user, username=username)
+    preferred = str(claims.get("preferred_username") or "")
+    username = preferred or fhir_user.rsplit("/", 1)[-1] or str(claims["sub"])
+    return EhrIdentity(
+        subject=str(claims["sub"]), fhir_user=fhir_user, username=username, preferred_username=preferred
+    )
 
 
 def expected_issuers(base_url: str, smart_configuration: dict) -> list[str]:
@@ -181,6 +201,7 @@ def expected_issuers(base_url: str, smart_configuration: dict) -> list[str]:
 
 __all__ = [
     "EhrIdentity",
+    "absolute_fhir_user",
     "SmartError",
     "authorize_url",
     "exchange_code",

@@ -1,18 +1,25 @@
 from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
+from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularSwaggerView
 
 from connector import health
 from connector.api.errors import json_not_found
 from connector.api.schema import SchemaView
 from connector.views import jwks
+from reports.apis import SupportUsageApi
+from reports.usage_summary import usage_summary_page
+from tenants import internal_api
+from tenants.admin_regions import region_admin_header, region_directory_page
 
-admin.site.site_header = "EHR connector support"
+# Lazy, so that every admin page names the region this deployment serves (read at render time).
+admin.site.site_header = lazy(region_admin_header, str)()
 admin.site.site_title = "EHR connector support"
 admin.site.index_title = "Support administration"
 
 api_v1 = [
+    path("support/usage/", SupportUsageApi.as_view(), name="api-support-usage"),
     path("", include("tenants.api_urls")),
     path("", include("connector.api_urls")),
     path("", include("sms.api_urls")),
@@ -25,6 +32,10 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path(".well-known/jwks.json", jwks, name="jwks"),
+    path("internal/regions/lookup", internal_api.region_lookup, name="region-lookup"),
+    path("internal/regions/directory", internal_api.region_directory, name="region-directory"),
+    path("admin/region-directory/", region_directory_page, name="admin-region-directory"),
+    path("admin/usage-summary/", usage_summary_page, name="admin-usage-summary"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),

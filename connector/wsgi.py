@@ -19,6 +19,8 @@ FEED_PATH_PREFIX = "/sms/ingest/"
 FEED_MIDDLEWARE = (
     "connector.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Multi-region: a message for an organization hosted in another region gets 421.
+    "tenants.region_routing.RegionRoutingMiddleware",
 )
 
 application = PathRouter(

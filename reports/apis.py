@@ -8,12 +8,13 @@ GET /api/v1/tenants/<tenant_id>/reports/<report_id>/?from=&to=&period=&departmen
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 
 from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,7 +23,9 @@ from connector.api.tenancy import TenantAPIViewMixin
 from reports.base import json_page
 from reports.presentation import csv_response
 from reports.registry import all_reports, get_report
+from reports.usage_summary import caller_may_read_usage, usage_by_organization
 from tenants.models import Role
+from tenants.regions import layout
 
 READ_ROLES = (Role.ADMINISTRATOR, Role.EHR_APPROVER, Role.VIEWER)
 
@@ -140,3 +143,50 @@ def _page_size(query: QueryDict, default: int, maximum: int) -> int:
     if not 1 <= size <= maximum:
         raise exceptions.ValidationError({"page_size": [f"A whole number from 1 to {maximum}."]})
     return size
+
+
+class SupportUsagePermission(permissions.BasePermission):
+    message = "Support staff only: sign in to the admin, or send the installation's SUPPORT_REPORTS_TOKEN."
+
+    def has_permission(self, request, view) -> bool:
+        return caller_may_read_usage(request)
+
+
+class SupportUsageApi(APIView):
+    """Every organization of this region with its usage: for support staff and the other regions."""
+
+    authentication_classes = [authentication.SessionAuthentication]
+    permission_classes = [SupportUsagePermission]
+
+    @extend_schema(
+        tags=["support"],
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, required=True, description="First local day."),
+            OpenApiParameter("to", OpenApiTypes.DATE, required=True, description="Last local day."),
+        ],
+        responses=OpenApiTypes.OBJECT,
+        summary="Usage of every organization in this region (support staff)",
+        operation_id="support_usage",
+    )
+    def get(self, request):
+        start, end = _date_param(request, "from"), _date_param(request, "to")
+        if end < start:
+            raise exceptions.ValidationError({"to": ["Give a day on or after 'from'."]})
+        if (end - start).days > 366:
+            raise exceptions.ValidationError({"to": ["Ask for at most a year at a time."]})
+        return Response(
+            {
+                "region": layout().current,
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "organizations": usage_by_organization(start, end),
+            }
+        )
+
+
+def _date_param(request, name: str) -> datetime.date:
+    value = request.query_params.get(name, "")
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise exceptions.ValidationError({name: [f"Give the day as YYYY-MM-DD, not {value!r}."]}) from None

@@ -63,6 +63,31 @@ def _example_values(language: str, organization: str, contact: str) -> dict[str,
     }
 
 
+def feed_addresses(tenant) -> list[dict[str, str]]:
+    """Where this organization's interface engine sends scheduling messages, per environment.
+
+    Built from this deployment's own public address, so in a multi-region installation
+    they always point at the organization's region (docs/deployment.md).
+    """
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+    from django.urls import reverse
+
+    from connector.models import Environment
+
+    mllp = settings.MLLP_PUBLIC_ADDRESS or f"{urlsplit(settings.PUBLIC_BASE_URL).hostname}:2575"
+    return [
+        {
+            "environment": label,
+            "https": settings.PUBLIC_BASE_URL
+            + reverse("sms:hl7-ingest", kwargs={"tenant_id": tenant.microsoft_tenant_id, "environment": value}),
+            "mllp": mllp,
+        }
+        for value, label in Environment.choices
+    ]
+
+
 def _needs_verification(number: PhoneNumber) -> bool:
     return (
         number.state == NumberState.ACTIVE
@@ -180,6 +205,7 @@ def sms_step(request: HttpRequest) -> HttpResponse:
             sms_on=sms_on,
             certificates=certificates,
             expiring_before=soon,
+            feed_addresses=feed_addresses(tenant),
         ),
     )
 

@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from django.shortcuts import redirect
+from django.urls import reverse
 
 from tenants.models import Tenant, TenantStatus
 
@@ -32,6 +33,10 @@ def require_enabled_tenant(strategy, backend, response, details, user=None, *arg
     tenant = Tenant.objects.filter(microsoft_tenant_id=tid).first() if tid else None
     if tenant is not None and tenant.status == TenantStatus.ENABLED:
         return {"sign_in_tenant": tenant}
+    if tenant is None and tid:
+        elsewhere = _sign_in_at_hosting_region(backend, tid)
+        if elsewhere is not None:
+            return elsewhere
     if tenant is None:
         reason = "unknown"
     elif tenant.status == TenantStatus.SUSPENDED:
@@ -51,6 +56,18 @@ def require_enabled_tenant(strategy, backend, response, details, user=None, *arg
     )
     logger.info("sign-in refused: tenant %s is %s", tid, reason)
     return redirect("tenants:sign-in-refused")
+
+
+def _sign_in_at_hosting_region(backend, tid: str):
+    """Multi-region: an organization hosted in another region signs in there (nothing is created here)."""
+    from tenants.internal_api import locate
+    from tenants.regions import layout
+
+    region = locate(tenant_id=tid)
+    if not region:
+        return None
+    logger.info("sign-in for tenant %s sent to region %s", tid, region)
+    return redirect(layout().base_url(region) + reverse("social:begin", args=[backend.name]))
 
 
 def keep_only_stable_ids(backend, response, social=None, *args, **kwargs):

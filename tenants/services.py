@@ -87,6 +87,22 @@ def access_request_create(
     return access_request
 
 
+def _require_this_region(data_region: str) -> None:
+    """In a multi-region installation an organization is created only in its own region's database."""
+    from tenants.regions import layout, region_label
+
+    regions = layout()
+    if regions.is_multi_region and data_region != regions.current:
+        other = regions.base_url(data_region) or "that region's deployment"
+        raise ValidationError(
+            f"This organization's data region is {region_label(data_region)}, but this deployment serves "
+            f"{region_label(regions.current)}. Change the request's data region to "
+            f"{region_label(regions.current)} to keep its data here, or ask the requester to submit it at "
+            f"{other}/access-request/ and approve it there.",
+            code="wrong_region",
+        )
+
+
 def access_request_approve(*, access_request: AccessRequest, reviewed_by: AbstractBaseUser) -> Tenant:
     """Create or re-enable the tenant and make the requester its administrator."""
     with transaction.atomic():
@@ -95,6 +111,7 @@ def access_request_approve(*, access_request: AccessRequest, reviewed_by: Abstra
             raise ValidationError(
                 f"This request was already {locked.get_state_display().lower()}.", code="not_open"
             )
+        _require_this_region(locked.data_region)
         tenant, created = Tenant.objects.get_or_create(
             microsoft_tenant_id=locked.microsoft_tenant_id,
             defaults={

@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
@@ -21,6 +22,7 @@ from tenants.auth_pipeline import REFUSAL_SESSION_KEY
 from tenants.forms import AccessRequestForm, ApiTokenForm
 from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
 from tenants.models import AccessRequest, ApiToken, Membership, Role
+from tenants.regions import layout, region_label
 from tenants.selectors import demo_memberships
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,18 @@ def access_request_new(request: HttpRequest) -> HttpResponse:
     form = AccessRequestForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        regions = layout()
+        if regions.is_multi_region and data["data_region"] != regions.current:
+            # The request, and later every row of the organization, belongs in its own region.
+            return render(
+                request,
+                "tenants/access_request_other_region.html",
+                {
+                    "region": region_label(data["data_region"]),
+                    "here": region_label(regions.current),
+                    "url": regions.base_url(data["data_region"]) + reverse("tenants:access-request"),
+                },
+            )
         if request.user.is_authenticated:
             requester = {
                 "requested_by": request.user,

@@ -20,6 +20,17 @@ from connector.endpoint_checks import (
 from tests.support.local_server import LocalServer, Route
 
 REQUIRED = ("Patient", "Practitioner", "Appointment", "Encounter")
+# Everything the connector uses: launches, the schedule, write-back (connector/endpoint_features.py).
+EVERYTHING = {
+    **{name: ("read", "search-type") for name in REQUIRED},
+    "Appointment": ("read", "search-type", "update"),
+    "Encounter": ("read", "search-type", "update"),
+    "Communication": ("create",),
+}
+SCOPES = [
+    "openid", "fhirUser", "launch", "launch/patient", "launch/encounter",
+    "user/*.read", "patient/*.read", "system/*.*",
+]  # fmt: skip
 
 
 def capability_statement(
@@ -29,7 +40,7 @@ def capability_statement(
     resources: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, Any]:
     if resources is None:
-        resources = {name: ("read", "search-type") for name in REQUIRED}
+        resources = EVERYTHING
     return {
         "resourceType": resource_type,
         "status": "active",
@@ -53,8 +64,14 @@ def smart_configuration(server: LocalServer, **changes: Any) -> dict[str, Any]:
         "jwks_uri": server.url("/oauth2/jwks"),
         "authorization_endpoint": server.url("/oauth2/authorize"),
         "token_endpoint": server.url("/oauth2/token"),
-        "capabilities": ["launch-ehr", "client-confidential-asymmetric", "context-ehr-patient"],
+        "capabilities": [
+            "launch-ehr", "client-confidential-asymmetric", "sso-openid-connect",
+            "context-ehr-patient", "context-ehr-encounter",
+        ],  # fmt: skip
         "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "scopes_supported": SCOPES,
     }
     config.update(changes)
     return {k: v for k, v in config.items() if v is not None}
@@ -95,6 +112,10 @@ def test_a_good_r4_server_passes_with_what_it_offers(ehr):
     assert details["issuer"] == ehr.url("/fhir")
     assert "launch-ehr" in details["capabilities"]
     assert details["code_challenge_methods"] == ["S256"]
+    assert details["token_endpoint_auth_methods"] == ["private_key_jwt"]
+    assert details["scopes_supported"] == SCOPES
+    assert {f["status"] for f in details["features"]} == {"available"}
+    assert result.message.endswith("offers everything the connector needs.")
     assert details["steps"] == {"metadata": {"status": "ok"}, "smart_configuration": {"status": "ok"}}
     assert [s.path for s in ehr.seen] == ["/fhir/metadata", "/fhir/.well-known/smart-configuration"]
 
@@ -181,7 +202,7 @@ def test_nothing_at_metadata_says_to_check_the_base_url(ehr):
     assert "/wrong/metadata (HTTP 404)" in result.message
 
 
-def test_missing_resources_are_listed(ehr):
+def test_missing_reads_cost_features_but_not_launches(ehr):
     resources = {
         "Patient": ("read",),
         "Appointment": ("read", "search-type"),
@@ -191,22 +212,52 @@ def test_missing_resources_are_listed(ehr):
 
     result = check_fhir_endpoint(base(ehr))
 
-    assert result.code == "missing_resources"
-    assert result.message.startswith(
-        "The server does not offer read access to Practitioner and Encounter, which the connector needs"
-    )
+    assert result.ok
+    assert result.code == "ok_with_gaps"
+    assert result.message.startswith("OK with gaps.")
+    assert "everything the connector needs" not in result.message
+    assert "Lost: The encounter of the launch" in result.message
+    assert "read on Encounter in the CapabilityStatement" in result.message
+    assert "Lost: Approvers matched by their Practitioner identifier" in result.message
+    assert "Lost: Write-back to the EHR" in result.message
     assert result.details["resources"] == ["Appointment", "Patient"]
+    features = {f["key"]: f for f in result.details["features"]}
+    assert features["schedule"]["status"] == "available"
+    assert features["encounter_context"]["status"] == "lost"
+    assert features["encounter_context"]["missing"] == ["read on Encounter in the CapabilityStatement"]
+    assert features["write_back"]["missing"] == [
+        "read on Encounter in the CapabilityStatement",
+        "update on Encounter in the CapabilityStatement",
+        "update on Appointment in the CapabilityStatement",
+        "create on Communication in the CapabilityStatement",
+    ]
 
 
-def test_resources_of_a_client_mode_rest_entry_do_not_count(ehr):
+def test_a_server_without_appointment_search_loses_the_csn_and_the_search(ehr):
+    resources = {**EVERYTHING, "Appointment": ("read", "update")}
+    ehr.add("/fhir/metadata", body=capability_statement(resources=resources))
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert result.code == "ok_with_gaps"
+    assert (
+        "Lost: Finding the appointment by the CSN in the launch URL or by a search around now — the server "
+        "does not offer search-type on Appointment in the CapabilityStatement." in result.message
+    )
+    lost = [f["key"] for f in result.details["features"] if f["status"] != "available"]
+    assert lost == ["appointment_search"]
+
+
+def test_a_resource_of_a_client_mode_rest_entry_does_not_count(ehr):
     statement = capability_statement()
     statement["rest"][0]["mode"] = "client"
     ehr.add("/fhir/metadata", body=statement)
 
     result = check_fhir_endpoint(base(ehr))
 
+    assert not result.ok
     assert result.code == "missing_resources"
-    assert "Patient, Practitioner, Appointment and Encounter" in result.message
+    assert "offers no FHIR resources at all" in result.message
 
 
 def test_a_malformed_capability_statement_does_not_crash_the_check(ehr):
@@ -267,6 +318,98 @@ def test_a_server_without_ehr_launch_is_refused(ehr):
 
     assert result.code == "no_ehr_launch"
     assert "does not support EHR launch (launch-ehr)" in result.message
+
+
+def test_a_server_without_asymmetric_client_authentication_is_refused(ehr):
+    ehr.add(
+        "/fhir/.well-known/smart-configuration",
+        body=smart_configuration(
+            ehr,
+            capabilities=["launch-ehr", "client-confidential-symmetric"],
+            token_endpoint_auth_methods_supported=["client_secret_basic"],
+        ),
+    )
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert not result.ok
+    assert result.code == "no_asymmetric_client"
+    assert "private_key_jwt" in result.message and "client-confidential-asymmetric" in result.message
+
+
+def test_private_key_jwt_at_the_token_endpoint_is_enough_without_the_capability(ehr):
+    capabilities = ["launch-ehr", "sso-openid-connect", "context-ehr-patient", "context-ehr-encounter"]
+    ehr.add(
+        "/fhir/.well-known/smart-configuration", body=smart_configuration(ehr, capabilities=capabilities)
+    )
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert result.code == "ok"
+
+
+def test_a_server_that_does_not_say_how_clients_authenticate_is_ok_with_something_to_confirm(ehr):
+    ehr.add(
+        "/fhir/.well-known/smart-configuration",
+        body=smart_configuration(
+            ehr,
+            capabilities=["launch-ehr", "sso-openid-connect", "context-ehr-patient", "context-ehr-encounter"],
+            token_endpoint_auth_methods_supported=None,
+        ),
+    )
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert result.ok
+    assert result.code == "ok_with_gaps"
+    assert "To confirm with your EHR team: Visits started from the EHR" in result.message
+    assert "the SMART capability client-confidential-asymmetric" in result.message
+
+
+def test_missing_context_capabilities_name_the_features_they_cost(ehr):
+    ehr.add(
+        "/fhir/.well-known/smart-configuration",
+        body=smart_configuration(ehr, capabilities=["launch-ehr", "client-confidential-asymmetric"]),
+    )
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert result.ok
+    assert result.code == "ok_with_gaps"
+    lost = {f["key"]: f["missing"] for f in result.details["features"] if f["status"] == "lost"}
+    assert lost == {
+        "clinician_identity": ["the SMART capability sso-openid-connect"],
+        "patient_context": ["the SMART capability context-ehr-patient"],
+        "encounter_context": ["the SMART capability context-ehr-encounter"],
+    }
+    assert "Lost: The patient of the launch" in result.message
+
+
+def test_scopes_the_server_does_not_list_are_to_confirm_not_lost(ehr):
+    scopes = ["openid", "fhirUser", "launch", "launch/patient", "launch/encounter", "user/*.*", "patient/*.*"]
+    ehr.add("/fhir/.well-known/smart-configuration", body=smart_configuration(ehr, scopes_supported=scopes))
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert result.code == "ok_with_gaps"
+    write_back = next(f for f in result.details["features"] if f["key"] == "write_back")
+    assert write_back["status"] == "unconfirmed"
+    assert write_back["missing"] == []
+    assert "the scope system/Communication.create" in write_back["unconfirmed"]
+    assert "To confirm with your EHR team: Write-back to the EHR" in result.message
+
+
+def test_a_server_without_client_credentials_loses_write_back(ehr):
+    ehr.add(
+        "/fhir/.well-known/smart-configuration",
+        body=smart_configuration(ehr, grant_types_supported=["authorization_code"]),
+    )
+
+    result = check_fhir_endpoint(base(ehr))
+
+    assert result.code == "ok_with_gaps"
+    assert "Lost: Write-back to the EHR" in result.message
+    assert "the client_credentials grant" in result.message
 
 
 def test_an_authorization_endpoint_over_plain_http_is_refused(ehr):

@@ -47,7 +47,7 @@ def usable_endpoint(tenant, live_server, flavor="r4", environment="test") -> Fhi
 
 def link_clinician(tenant, user, fhir_user: str) -> None:
     with tenant_scope(tenant):
-        ClinicianLink.objects.create(tenant=tenant, user=user, fhir_user=fhir_user)
+        ClinicianLink.objects.create(tenant=tenant, user=user, environment="test", fhir_user=fhir_user)
 
 
 def press_launch(live_server, appointment="appt-1001", role="provider", flavor="r4") -> str:

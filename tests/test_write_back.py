@@ -149,3 +149,43 @@ def test_a_worker_killed_mid_send_is_picked_up_after_its_lease(visit):
     Resource.objects.filter(resource_type="Communication").delete()
     assert write_back_retry_due() == 1
     assert len(communications()) == 1
+
+
+def test_failed_writes_are_shown_to_the_organizations_administrators_in_the_portal(
+    visit, client, admin_a, admin_b, viewer_a
+):
+    from tests.conftest import signed_in
+
+    with tenant_scope(visit.tenant):
+        Visit.objects.filter(pk=visit.pk).update(encounter_id="does-not-exist")
+    record(visit, "1", "joined", "clinician", "c1", 0)
+    record(visit, "2", "joined", "patient", "p1", 1)
+    page = signed_in(client, admin_a).get("/portal/write-backs/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Visit started" in text and "appt-1001" in text and "HTTP 404" in text
+    with tenant_scope(visit.tenant):
+        failed = WriteBack.objects.filter(state="failed").count()
+    assert failed == 3  # the start, and both Communications (their subject is the Encounter's)
+    configure = client.get("/portal/setup/configure/").content.decode()
+    assert "3 writes to the EHR did not go through" in configure
+    # Try again once the cause is fixed: the writes are sent and leave the list.
+    with tenant_scope(visit.tenant):
+        Visit.objects.filter(pk=visit.pk).update(encounter_id="enc-1001")
+    retried = client.post("/portal/write-backs/retry/", {"write_back": ["all"]}, follow=True)
+    assert "3 write(s) will be sent again now" in retried.content.decode()
+    with tenant_scope(visit.tenant):
+        assert set(WriteBack.objects.values_list("state", flat=True)) == {"sent"}
+        failed = WriteBack.objects.get(kind="visit_started")
+    assert "Nothing is waiting" in client.get("/portal/write-backs/").content.decode()
+    # Another organization's administrator and a viewer see nothing of it.
+    with tenant_scope(visit.tenant):
+        WriteBack.objects.filter(pk=failed.pk).update(state="failed", last_error="HTTP 404")
+    client.logout()
+    other = signed_in(client, admin_b).get("/portal/write-backs/").content.decode()
+    assert "appt-1001" not in other and "Nothing is waiting" in other
+    assert client.post("/portal/write-backs/retry/", {"write_back": [str(failed.pk)]}).status_code == 302
+    with tenant_scope(visit.tenant):
+        assert WriteBack.objects.get(pk=failed.pk).state == "failed"
+    client.logout()
+    assert signed_in(client, viewer_a).get("/portal/write-backs/").status_code == 403

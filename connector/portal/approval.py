@@ -30,6 +30,7 @@ from connector.services.approvals import (
     APPROVAL_SCOPE,
     approval_grant,
     approval_reject,
+    approver_identity_complete,
     approver_is_configured,
 )
 from connector.signing_keys import client_authentication
@@ -178,13 +179,19 @@ def approval_callback(request: HttpRequest) -> HttpResponse:
         return _sign_in_failed(request, endpoint, SmartError(error.message))
     except SmartError as error:
         return _sign_in_failed(request, endpoint, error)
+    # Only when neither the username nor the fhirUser matched: read the Practitioner's identifiers.
+    identity = approver_identity_complete(
+        endpoint=endpoint, identity=identity, access_token=str(tokens.get("access_token") or "")
+    )
     if not approver_is_configured(endpoint=endpoint, identity=identity):
         return _sign_in_failed(
             request,
             endpoint,
             SmartError(
-                f"You signed in to the EHR as {identity.username}, who is not one of the approvers configured "
-                "for your organization. An administrator can add that EHR username in step 1."
+                f"You signed in to the EHR as {identity.username}"
+                + (f" ({identity.fhir_user})" if identity.fhir_user else "")
+                + ", who is not one of the approvers configured for your organization. An administrator can "
+                "add your EHR username, your fhirUser or your Practitioner identifier in step 1."
             ),
         )
     # The tokens are dropped here; only who signed in is kept, briefly.
@@ -193,6 +200,8 @@ def approval_callback(request: HttpRequest) -> HttpResponse:
         "subject": identity.subject,
         "fhir_user": identity.fhir_user,
         "username": identity.username,
+        "preferred_username": identity.preferred_username,
+        "identifiers": list(identity.identifiers),
         "at": time.time(),
     }
     return redirect("portal:approval-decide", pk=endpoint.pk)
@@ -202,7 +211,13 @@ def _verified_identity(request: HttpRequest, endpoint: FhirEndpoint) -> EhrIdent
     data = request.session.get(IDENTITY_KEY)
     if not data or data["endpoint"] != endpoint.pk or time.time() - data["at"] > DECISION_MAX_AGE:
         return None
-    return EhrIdentity(subject=data["subject"], fhir_user=data["fhir_user"], username=data["username"])
+    return EhrIdentity(
+        subject=data["subject"],
+        fhir_user=data["fhir_user"],
+        username=data["username"],
+        preferred_username=data.get("preferred_username", ""),
+        identifiers=tuple(data.get("identifiers") or ()),
+    )
 
 
 @login_required

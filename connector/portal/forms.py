@@ -12,7 +12,7 @@ class EndpointForm(forms.ModelForm):
 
     class Meta:
         model = FhirEndpoint
-        fields = ["base_url", "environment", "label", "time_zone", "write_back_enabled"]
+        fields = ["base_url", "environment", "label", "time_zone", "write_back_enabled", "write_join_link"]
         widgets = {"environment": forms.RadioSelect}
 
     def __init__(self, *args, **kwargs):
@@ -22,9 +22,11 @@ class EndpointForm(forms.ModelForm):
 
 class ApproversForm(forms.Form):
     usernames = forms.CharField(
-        label="EHR usernames of the analysts who approve",
+        label="EHR analysts who approve",
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="One per line, exactly as they sign in to the EHR.",
+        help_text="One per line: their EHR username, their fhirUser (Practitioner/123 or its full URL) or "
+        "their Practitioner identifier (a value, or system|value such as an NPI). Many EHRs send no "
+        "username; the list below shows which form matched at each analyst's last sign-in.",
     )
 
 

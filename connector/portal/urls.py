@@ -1,6 +1,6 @@
 from django.urls import path
 
-from connector.portal import approval, views
+from connector.portal import approval, views, write_backs
 from sms import portal as sms_portal
 
 app_name = "portal"
@@ -19,6 +19,8 @@ urlpatterns = [
     path("setup/approve/<int:pk>/sign-in/", approval.approval_begin, name="approval-begin"),
     path("setup/approve/<int:pk>/decide/", approval.approval_decide, name="approval-decide"),
     path("approval/callback/", approval.approval_callback, name="approval-callback"),
+    path("write-backs/", write_backs.write_back_list, name="write-backs"),
+    path("write-backs/retry/", write_backs.write_back_retry, name="write-back-retry"),
     path("setup/review/", views.review, name="review"),
     path("setup/records.json", views.records_download, name="records-download"),
     path("setup/records/<int:pk>/rotate-token/", views.record_rotate_token, name="record-rotate-token"),

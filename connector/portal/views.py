@@ -17,6 +17,7 @@ from connector.portal.forms import ApproversForm, EndpointForm
 from connector.portal.steps import first_open_step, neighbours, wizard_steps
 from connector.services import endpoints as endpoint_services
 from connector.services.records import integration_record_rotate_token
+from connector.services.write_back import write_backs_needing_attention
 from tenants.models import EhrVendor, Role
 
 SETUP_ROLES = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
@@ -83,10 +84,21 @@ def configure(request: HttpRequest) -> HttpResponse:
                     messages.success(request, f"{endpoint.label} was added; it is being validated now.")
                     return redirect("portal:configure")
     endpoints = FhirEndpoint.objects.order_by("environment", "label")
+    failed_writes = (
+        write_backs_needing_attention().count() if request.membership.role == Role.ADMINISTRATOR else 0
+    )
     return render(
         request,
         "portal/configure.html",
-        wizard_context(request, "configure", form=form, approvers_form=approvers_form, endpoints=endpoints),
+        wizard_context(
+            request,
+            "configure",
+            form=form,
+            approvers_form=approvers_form,
+            endpoints=endpoints,
+            approvers=EhrApprover.objects.all(),
+            failed_writes=failed_writes,
+        ),
     )
 
 
@@ -153,7 +165,11 @@ def endpoint_status(request: HttpRequest, pk: int) -> JsonResponse:
             "status_display": endpoint.get_status_display(),
             "step": endpoint.validation_step,
             "ok": endpoint.last_validation.get("ok"),
+            "code": endpoint.last_validation.get("code", ""),
             "message": endpoint.last_validation.get("message", ""),
+            "gaps": [
+                {"feature": f.get("title", ""), "status": f.get("status", "")} for f in endpoint.validation_gaps
+            ],
         }
     )
 

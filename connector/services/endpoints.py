@@ -53,6 +53,7 @@ def endpoint_create(
     label: str,
     time_zone: str = "UTC",
     write_back_enabled: bool = False,
+    write_join_link: bool = False,
 ) -> FhirEndpoint:
     endpoint = FhirEndpoint(
         tenant=tenant,
@@ -61,6 +62,7 @@ def endpoint_create(
         label=label.strip(),
         time_zone=time_zone,
         write_back_enabled=write_back_enabled,
+        write_join_link=write_join_link,
     )
     endpoint.full_clean(exclude=["tenant"], validate_unique=False)
     if FhirEndpoint.objects.filter(tenant=tenant, base_url=endpoint.base_url).exists():
@@ -82,6 +84,7 @@ def endpoint_update(
     label: str | None = None,
     time_zone: str | None = None,
     write_back_enabled: bool | None = None,
+    write_join_link: bool | None = None,
 ) -> FhirEndpoint:
     """Change an endpoint. A new URL or environment needs validating (and approving) again."""
     if endpoint.status == EndpointStatus.DISABLED:
@@ -103,6 +106,8 @@ def endpoint_update(
         endpoint.time_zone = time_zone
     if write_back_enabled is not None:
         endpoint.write_back_enabled = write_back_enabled
+    if write_join_link is not None:
+        endpoint.write_join_link = write_join_link
     endpoint.full_clean(exclude=["tenant"], validate_unique=False)
     with transaction.atomic():
         if identity_changed:
@@ -254,15 +259,19 @@ def endpoint_validation_recover(*, endpoint: FhirEndpoint) -> str:
 
 
 def ehr_approvers_set(*, tenant: Tenant, usernames: list[str]) -> list[EhrApprover]:
-    """Replace the list of EHR usernames allowed to approve (Epic)."""
+    """Replace the list of approvers (Epic): one EHR username, fhirUser reference or Practitioner
+    identifier per entry (connector/services/approvals.py matches them)."""
     cleaned = []
     for raw in usernames:
         name = raw.strip()
         if not name:
             continue
-        if len(name) > 150 or any(ch.isspace() for ch in name):
+        if len(name) > 500 or any(ch.isspace() for ch in name):
             raise ValidationError(
-                {"usernames": f"{name[:40]!r} is not an EHR username: one word per line, no spaces."}
+                {
+                    "usernames": f"{name[:40]!r} is not an EHR username, fhirUser or identifier: "
+                    "one word per line, no spaces."
+                }
             )
         if name.upper() not in {c.upper() for c in cleaned}:
             cleaned.append(name)

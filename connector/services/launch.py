@@ -34,6 +34,7 @@ from connector.services.records import LAUNCH_PARAMETERS, PATIENT_SCOPES, PROVID
 from connector.signing_keys import client_authentication
 from connector.smart import (
     SmartError,
+    absolute_fhir_user,
     authorize_url,
     exchange_code,
     expected_issuers,
@@ -305,7 +306,8 @@ def launch_complete(
             raise LaunchError(
                 TRY_LATER, detail=getattr(error_, "message", str(error_)), audience=launch_state.role
             ) from error_
-        fhir_user = identity.fhir_user
+        # Absolute, so the same id on the test and the production EHR never names one user.
+        fhir_user = absolute_fhir_user(identity.fhir_user, endpoint.base_url)
     launch_parameters = (launch_state.context or {}).get("launch_parameters") or {}
     facts = launch_facts(
         token=token, role=launch_state.role, fhir_user=fhir_user, launch_parameters=launch_parameters

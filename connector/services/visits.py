@@ -145,6 +145,9 @@ def visit_get_or_create(
                         for key in keys
                     ]
                 )
+            from connector.services.write_back import write_back_queue_for_new_visit
+
+            write_back_queue_for_new_visit(visit=visit)
             return visit
         except IntegrityError:
             # Another launch (or the SMS link) made it between our look-up and our insert.
@@ -416,10 +419,23 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
     reaches: nobody came. A later start still wins, since every event recomputes the state.
     Unscheduled visits without an end are never no-shows. Runs across organizations (scheduled).
     """
+    from connector.services.write_back import write_back_queue_for_no_show
+
     now = now or timezone.now()
-    return Visit.objects.filter(
-        state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now
-    ).update(state=VisitState.NO_SHOW)
+    due = Visit.objects.filter(state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now)
+    marked = 0
+    # A list, not a cursor kept open: each visit commits (and its write-back is queued) on its own.
+    for visit in list(due.select_related("endpoint", "tenant")):
+        with transaction.atomic():
+            # The state check again: an event may have started the visit since the query.
+            if not Visit.objects.filter(
+                pk=visit.pk, state=VisitState.SCHEDULED, started_at__isnull=True
+            ).update(state=VisitState.NO_SHOW):
+                continue
+            marked += 1
+            # Queued in the same transaction; sent once it commits (no EHR call while it is open).
+            write_back_queue_for_no_show(visit=visit)
+    return marked
 
 
 def visit_presence(*, visit: Visit) -> dict:

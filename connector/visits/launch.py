@@ -38,6 +38,7 @@ from connector.services.visits import (
 )
 from connector.visits.pages import console_url_for
 from tenants.auth_pipeline import SIGN_IN_TENANT_SESSION_KEY
+from tenants.models import Role
 from tenants.scoping import tenant_scope
 from tenants.selectors import membership_of
 from tenants.services import ENTRA_PROVIDER
@@ -52,7 +53,25 @@ LINK_MAX_AGE_SECONDS = 15 * 60
 def launch_failed(request: HttpRequest, error: LaunchError) -> HttpResponse:
     # The precise cause, for administrators who come with the request id (no tokens, no PHI in it).
     logger.info("launch refused (%s): %s %s", error.audience or "unknown role", error.title, error.detail)
-    return render(request, "visits/launch_error.html", {"error": error}, status=error.status)
+    # Each reader gets their own words: a patient (or someone unknown) never the administrator's
+    # cause, unless whoever reads the page administers an organization here (testing a launch).
+    show_detail = bool(error.detail) and (
+        error.audience == ParticipantRole.CLINICIAN or _reader_administers(request)
+    )
+    return render(
+        request, "visits/launch_error.html", {"error": error, "show_detail": show_detail}, status=error.status
+    )
+
+
+def _reader_administers(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    return any(
+        m.role in (Role.ADMINISTRATOR, Role.EHR_APPROVER) for m in getattr(request, "memberships", None) or []
+    )
 
 
 def _start(request: HttpRequest, role: str, view: str = LAUNCH_VIEW_MEETING) -> HttpResponse:
@@ -143,7 +162,11 @@ def _route_clinician(request: HttpRequest, visit: Visit, context: LaunchContext)
                 audience=ParticipantRole.CLINICIAN,
             ),
         )
-    link = ClinicianLink.objects.filter(fhir_user=context.fhir_user).select_related("user").first()
+    link = (
+        ClinicianLink.objects.filter(environment=context.endpoint.environment, fhir_user=context.fhir_user)
+        .select_related("user")
+        .first()
+    )
     if link is None:
         token = signing.dumps({"s": context.launch_state_pk, "v": visit.pk}, salt=LINK_SALT)
         return redirect("visits:clinician-link", token=token)
@@ -229,7 +252,10 @@ def clinician_link(request: HttpRequest, token: str) -> HttpResponse:
         )
     with tenant_scope(tenant):
         link, _ = ClinicianLink.objects.get_or_create(
-            tenant=tenant, fhir_user=state.context["fhir_user"], defaults={"user": request.user}
+            tenant=tenant,
+            environment=state.endpoint.environment,
+            fhir_user=state.context["fhir_user"],
+            defaults={"user": request.user},
         )
         if link.user_id != request.user.pk:
             return launch_failed(

@@ -5,6 +5,7 @@ Also the stand-alone device test of the EHR's device test record, and the ping i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -49,6 +50,8 @@ LOBBY_MESSAGES = {
     "waiting_for_admission": "Your clinician is here and will let you in shortly. Keep this page open.",
     "admitted": "You have been let in. Opening the visit…",
 }
+
+logger = logging.getLogger(__name__)
 
 
 # --- join links: device test and lobby ----------------------------------------------------------
@@ -251,11 +254,17 @@ def device_test(request: HttpRequest) -> HttpResponse:
                 .first()
             )
     if record is None or not record.tenant.is_enabled:
+        # Patients open this link too: their words on the page; the cause and the fix for the
+        # administrators in the log, found by the request id the page shows.
+        logger.info(
+            "device test link refused: no current device test record has this token; the EHR team must "
+            "update the device test link from the connector's current integration records"
+        )
         return problem(
             request,
-            "Device test link not recognized",
-            "This device test link is not (or no longer) valid. Ask your EHR team to update the device test "
-            "link from the connector's current integration records.",
+            "This device test link does not work",
+            "This link to test your camera and microphone is no longer valid. Use the device test in your "
+            "patient portal or visit, or ask your care team for the current link.",
             404,
         )
     return no_store(render(request, "visits/device_test.html", _device_test_context(standalone=True)))
