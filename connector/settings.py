@@ -101,6 +101,9 @@ GRAPH_WEBHOOK_CLIENT_STATE: str = env.str("GRAPH_WEBHOOK_CLIENT_STATE", default=
 # patient's number is kept after the visit ends.
 SMS_BACKEND: str = env.str("SMS_BACKEND", default="sms.backends.console.ConsoleSmsBackend")
 SMS_RATE_PER_NUMBER: float = env.float("SMS_RATE_PER_NUMBER", default=1.0)
+# Shortest lease of a text being sent (it is at least twice Q_TIMEOUT anyway): after it, a text
+# whose dispatcher died is reconciled with the provider (sms/services/recovery.py).
+SMS_SEND_LEASE_SECONDS: int = env.int("SMS_SEND_LEASE_SECONDS", default=300)
 SMS_PHONE_GRACE_HOURS: int = env.int("SMS_PHONE_GRACE_HOURS", default=24)
 HL7_MAX_BODY_BYTES: int = env.int("HL7_MAX_BODY_BYTES", default=64 * 1024)
 # Seconds a worker keeps an organization's feed setup (certificate, endpoint, SMS
@@ -250,8 +253,9 @@ else:
 Q_CLUSTER: dict = {
     "name": "connector",
     "workers": env.int("Q_WORKERS", default=2),
-    "timeout": 120,
-    "retry": 180,
+    # A task running longer is killed; every lease is longer than this (docs/architecture.md).
+    "timeout": env.int("Q_TIMEOUT", default=120),
+    "retry": env.int("Q_TIMEOUT", default=120) + 60,
     "max_attempts": 5,
     "catch_up": False,
     "save_limit": 1000,

@@ -66,7 +66,8 @@ def lease_length() -> timedelta:
     when a lease ends the dispatcher that took it is certainly gone.
     """
     timeout = int(getattr(settings, "Q_CLUSTER", {}).get("timeout", 120))
-    return max(LEASE, timedelta(seconds=2 * timeout))
+    shortest = timedelta(seconds=getattr(settings, "SMS_SEND_LEASE_SECONDS", LEASE.total_seconds()))
+    return max(shortest, timedelta(seconds=2 * timeout))
 
 
 def claiming_budget() -> float:
