@@ -413,6 +413,14 @@ def delivery_callbacks(tally: Tally, stop: threading.Event) -> None:
 # --- the checks ------------------------------------------------------------------------------
 
 
+def sending_now() -> int:
+    from sms.models import MessageState, OutboundMessage
+    from tenants.scoping import all_tenants
+
+    with all_tenants():
+        return OutboundMessage.objects.filter(state=MessageState.SENDING).count()
+
+
 def due_or_sending() -> int:
     from sms.models import MessageState, OutboundMessage
     from tenants.scoping import all_tenants
@@ -543,7 +551,8 @@ def main() -> int:
         time.sleep(ARGS.chaos_seconds / 2)
         killed = processes.kill_web_worker(1)
         processes.kill_worker_cluster(first)
-        log(f"SIGKILL: web worker {killed} (web process 2) and django-q2 cluster {first.pid} (worker 1)")
+        log(f"SIGKILL: web worker {killed} (web process 2) and django-q2 cluster {first.pid} (worker 1); "
+            f"texts being sent at that moment: {sending_now()}")
         time.sleep(3)
         processes.start_worker()
         log("worker 1 started again; gunicorn starts web process 2's worker by itself")
@@ -552,9 +561,12 @@ def main() -> int:
         log(f"load over: {len(tally.accepted)} messages accepted, {tally.launches_ok} launches")
 
         deadline = time.monotonic() + ARGS.drain_seconds
-        while due_or_sending() and time.monotonic() < deadline:
-            time.sleep(2)
-        log(f"texts drained ({due_or_sending()} still due or sending)")
+        left = due_or_sending()
+        while left and time.monotonic() < deadline:
+            log(f"{left} text(s) due or being sent (one left by the killed worker waits for its lease)")
+            time.sleep(10)
+            left = due_or_sending()
+        log(f"texts drained ({left} still due or sending)")
         stop.set()
         for helper in helpers:
             helper.join()

@@ -42,6 +42,10 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 500)
 # shared between processes.
 preload_app = False
 
+# No control socket (gunicorn 24+): processes are managed with signals, and several
+# instances on one host would share its default path.
+control_socket_disable = True
+
 # Heartbeat files in memory, not on a disk that may stall.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
