@@ -72,6 +72,10 @@ def parse_args():
     parser.add_argument("--messages", type=int, default=120, help="messages per throughput phase")
     parser.add_argument("--chaos-seconds", type=float, default=40.0, help="length of the load with the kills")
     parser.add_argument("--clients", type=int, default=4, help="concurrent senders")
+    parser.add_argument(
+        "--rate", type=float, default=8.0,
+        help="messages per second during the chaos (each means a text to send: the run stays a few minutes)",
+    )
     parser.add_argument("--drain-seconds", type=float, default=200.0, help="longest wait for due texts")
     return parser.parse_args()
 
@@ -325,7 +329,10 @@ def send_message(tally: Tally, key, url_of, session: requests.Session) -> None:
         return
 
 
-def run_senders(tally: Tally, key, bases: list[str], *, count: int | None = None, until: float | None = None):
+def run_senders(
+    tally: Tally, key, bases: list[str], *, count: int | None = None, until: float | None = None,
+    rate: float | None = None,
+):
     feed_path = f"/sms/ingest/{TENANT_ID}/test/"
     remaining = itertools.count()
 
@@ -336,12 +343,15 @@ def run_senders(tally: Tally, key, bases: list[str], *, count: int | None = None
                 return
             if until is not None and time.monotonic() >= until:
                 return
+            began = time.monotonic()
             first = offset
             url_of = lambda attempt, s=first: f"{bases[(s + attempt) % len(bases)]}{feed_path}"  # noqa: E731
             send_message(tally, key, url_of, session)
             offset += 1
+            if rate:  # each sender's share of the rate
+                time.sleep(max(0.0, ARGS.clients / rate - (time.monotonic() - began)))
 
-    threads = [threading.Thread(target=sender, args=(i,)) for i in range(ARGS.clients)]
+    threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(ARGS.clients)]
     for thread in threads:
         thread.start()
     return threads
@@ -526,6 +536,7 @@ def main() -> int:
     connections.close_all()
     processes = Processes()
     tally = Tally()
+    stop = threading.Event()
     try:
         processes.start_web(0)
         processes.start_web(1)
@@ -539,23 +550,38 @@ def main() -> int:
 
         first = processes.start_worker()
         processes.start_worker()
-        stop = threading.Event()
         helpers = [
-            threading.Thread(target=launches, args=(tally, iss, stop)),
-            threading.Thread(target=delivery_callbacks, args=(tally, stop)),
+            threading.Thread(target=launches, args=(tally, iss, stop), daemon=True),
+            threading.Thread(target=delivery_callbacks, args=(tally, stop), daemon=True),
         ]
         for helper in helpers:
             helper.start()
         chaos_started = time.monotonic()
-        senders = run_senders(tally, key, WEB, until=chaos_started + ARGS.chaos_seconds)
+        senders = run_senders(tally, key, WEB, until=chaos_started + ARGS.chaos_seconds, rate=ARGS.rate)
         time.sleep(ARGS.chaos_seconds / 2)
+        # A request certainly in flight on web process 2 when it dies: the sandbox's slow metadata.
+        held_open = {}
+
+        def slow_request() -> None:
+            try:
+                requests.get(f"{WEB[1]}/sandbox-ehr/fhir/slow/metadata", timeout=60)
+                held_open["result"] = "answered"
+            except requests.RequestException as error:
+                held_open["result"] = f"cut ({type(error).__name__})"
+
+        slow = threading.Thread(target=slow_request, daemon=True)
+        slow.start()
+        time.sleep(1)
         killed = processes.kill_web_worker(1)
         processes.kill_worker_cluster(first)
         log(f"SIGKILL: web worker {killed} (web process 2) and django-q2 cluster {first.pid} (worker 1); "
             f"texts being sent at that moment: {sending_now()}")
         time.sleep(3)
         processes.start_worker()
-        log("worker 1 started again; gunicorn starts web process 2's worker by itself")
+        slow.join(timeout=30)
+        log(f"the slow request in flight on web process 2: {held_open.get('result')}")
+        log("worker 1 started again; gunicorn started web process 2's worker by itself: "
+            f"/healthz {requests.get(f'{WEB[1]}/healthz', timeout=30).status_code}")
         for thread in senders:
             thread.join()
         log(f"load over: {len(tally.accepted)} messages accepted, {tally.launches_ok} launches")
@@ -572,17 +598,18 @@ def main() -> int:
             helper.join()
         time.sleep(2)  # the last callbacks' writes
         results = checks(tally)
+        failed = 0
+        for name, ok, detail in results:
+            print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+            failed += not ok
+        print(f"chaos: {'all checks passed' if not failed else f'{failed} check(s) failed'}", flush=True)
+        return 1 if failed else 0
     finally:
+        stop.set()
         processes.stop_all()
         connections.close_all()
-        with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+        with psycopg.connect(SERVER_URL, autocommit=True) as admin:  # waits for a checkpoint: can be slow
             admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    failed = 0
-    for name, ok, detail in results:
-        print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
-        failed += not ok
-    print(f"chaos: {'all checks passed' if not failed else f'{failed} check(s) failed'}")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":
