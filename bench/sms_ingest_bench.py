@@ -2,7 +2,7 @@
 
 Each message goes through the real view (`POST /sms/ingest/<tenant>/<env>/`),
 posted in-process to the project's WSGI application (`connector.wsgi`) as a WSGI
-server would post it: the feed's middleware (connector/handlers.py), signature check,
+server would post it: the project's middleware (settings.MIDDLEWARE), signature check,
 parsing, endpoint lookup, idempotency check, `appointment_apply` (appointment
 row, confirmation and reminders, the dispatch task queued on commit) and the
 processing record, in a throwaway database (PostgreSQL with DATABASE_URL,

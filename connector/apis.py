@@ -16,7 +16,6 @@ from connector.services import endpoints as endpoint_services
 from connector.services.approvals import approval_grant, approval_reject, approver_identity_complete
 from connector.services.records import integration_record_rotate_token
 from connector.smart import SmartError, expected_issuers, verify_id_token
-from tenants.models import Role
 
 # --- serializers -------------------------------------------------------------
 
@@ -148,13 +147,11 @@ class ApproversSerializer(serializers.Serializer):
 
 # --- endpoints -------------------------------------------------------------------
 
-CONFIG_READERS = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
 
 
 @extend_schema(tags=["fhir endpoints"])
 class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = EndpointSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["status", "environment"]
     ordering_fields = ["label", "created_at"]
 
@@ -172,7 +169,6 @@ class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["fhir endpoints"])
 class EndpointDetailApi(TenantAPIViewMixin, APIView):
-    read_roles = CONFIG_READERS
 
     def _endpoint(self, pk: int) -> FhirEndpoint:
         return get_object_or_404(FhirEndpoint.objects.select_related("tenant"), pk=pk)
@@ -212,8 +208,6 @@ class EndpointValidateApi(TenantAPIViewMixin, APIView):
 
 
 class _DecisionApi(TenantAPIViewMixin, APIView):
-    write_roles = (Role.EHR_APPROVER,)
-    tokens_allowed = False
     decide = staticmethod(approval_grant)
 
     @extend_schema(request=DecisionSerializer, responses={201: ApprovalSerializer})
@@ -255,7 +249,6 @@ class EndpointRejectApi(_DecisionApi):
 @extend_schema(tags=["approvals"])
 class ApprovalListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = ApprovalSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["endpoint", "decision"]
 
     def get_queryset(self):
@@ -266,7 +259,6 @@ class ApprovalListApi(TenantAPIViewMixin, generics.ListAPIView):
 class ApproversApi(TenantAPIViewMixin, APIView):
     """The EHR usernames allowed to approve endpoints (Epic)."""
 
-    read_roles = CONFIG_READERS
 
     @extend_schema(responses=ApproversSerializer)
     def get(self, request, tenant_id: str):
@@ -302,7 +294,6 @@ class ApproversApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["integration records"])
 class RecordListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = RecordSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["endpoint", "kind", "out_of_date"]
 
     def get_queryset(self):

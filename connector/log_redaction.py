@@ -9,6 +9,32 @@ from datetime import UTC, datetime
 
 REDACTED = "[redacted]"
 
+_FHIR_PERSONAL_TYPES = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "RelatedPerson",
+    "Person",
+    "Encounter",
+    "Appointment",
+)
+_FHIR_PERSONAL_PARAMETERS = (
+    "patient",
+    "subject",
+    "practitioner",
+    "actor",
+    "participant",
+    "encounter",
+    "identifier",
+    "_id",
+    "name",
+    "family",
+    "given",
+    "birthdate",
+    "telecom",
+    "email",
+)
+
 # Order matters: secrets that look like numbers go before the phone pattern.
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization headers and bearer tokens.
@@ -20,6 +46,13 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Signed links in paths: patient join links, account-link tokens, clinician consoles (?t=).
     (re.compile(r"(/(?:join|launch/link)/)[^/\s?\"]+"), r"\1" + REDACTED),
     (re.compile(r"([?&](?:t|state|code|launch|token)=)[^&\s\"]+"), r"\1" + REDACTED),
+    # FHIR references to people and their records (Patient/123, a fhirUser URL's
+    # Practitioner/abc) and FHIR search parameters naming them (Appointment?patient=123).
+    (re.compile(r"\b(" + "|".join(_FHIR_PERSONAL_TYPES) + r")/[A-Za-z0-9.-]{1,64}"), r"\1/" + REDACTED),
+    (
+        re.compile(r"(?i)([?&;](?:" + "|".join(_FHIR_PERSONAL_PARAMETERS) + r")(?::[\w.]+)?=)[^&\s\"]+"),
+        r"\1" + REDACTED,
+    ),
     # key=value and "key": "value" pairs whose key names a secret.
     (
         re.compile(

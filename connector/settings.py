@@ -174,6 +174,7 @@ INSTALLED_APPS = [
     "social_django",
     "simple_history",
     "django_q",
+    "axes",
     "connector",
     "connector.sandbox_ehr",
     "tenants",
@@ -200,6 +201,8 @@ MIDDLEWARE = [
     "social_django.middleware.SocialAuthExceptionMiddleware",
     # Turns django-ratelimit's refusal into RATELIMIT_VIEW (429), not a 403.
     "django_ratelimit.middleware.RatelimitMiddleware",
+    # Answers a locked-out sign-in with tenants.sign_in_defences.locked_out (last, as django-axes asks).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "connector.urls"
@@ -274,9 +277,23 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses passwords while ADMIN_PASSWORD_LOGIN is off, and a locked-out
+    # account or address, before ModelBackend checks any password.
+    "tenants.sign_in_defences.LockoutBackend",
     "social_core.backends.azuread_tenant.AzureADV2TenantOAuth2",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Staff may sign in to the admin with a password; off by default in production, where
+# staff sign in with Microsoft (their user must be marked staff).
+ADMIN_PASSWORD_LOGIN: bool = env.bool("ADMIN_PASSWORD_LOGIN", default=DEBUG)
+# Sign-in lockout (django-axes): failures per address and, separately, per account name.
+AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_LOCKOUT_CALLABLE = "tenants.sign_in_defences.locked_out"
+AXES_VERBOSE = False  # its own log lines name the account; ours do not
 LOGIN_URL = "tenants:sign-in"
 LOGIN_REDIRECT_URL = "tenants:home"
 LOGOUT_REDIRECT_URL = "tenants:sign-in"
@@ -351,7 +368,11 @@ REST_FRAMEWORK = {
         "tenants.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every API action must be declared in connector/api/access.py; an undeclared one is refused.
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "connector.api.access.DeclaredAccess",
+    ],
     "DEFAULT_PAGINATION_CLASS": "connector.api.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
@@ -368,6 +389,8 @@ REST_FRAMEWORK = {
 }
 # Sign-in attempts per client address (django-ratelimit syntax).
 SIGN_IN_RATE = env.str("RATE_LIMIT_SIGN_IN", default="20/m")
+# Unknown or revoked API tokens per client address before further calls get 429.
+BAD_TOKEN_RATE = env.str("RATE_LIMIT_BAD_TOKENS", default="20/10m")
 RATELIMIT_VIEW = "connector.views.rate_limited"
 
 SPECTACULAR_SETTINGS = {
@@ -413,6 +436,10 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # The Azure SDKs log every request (with URLs) at INFO.
         "azure": {"level": "WARNING"},
+        # urllib3 logs every request's URL at DEBUG, with FHIR search parameters such as
+        # Appointment?patient=...: quiet even at LOG_LEVEL=DEBUG (the redaction filter also covers them).
+        "urllib3": {"level": "WARNING"},
+        "requests": {"level": "WARNING"},
         # django-q2 logs every task it runs at INFO; failures still show.
         "django-q": {"level": env.str("LOG_LEVEL_TASKS", default="WARNING")},
         # The development server's access log: through the same filters, so links with tokens are redacted.

@@ -10,13 +10,16 @@ from connector.api.schema import SchemaView
 from connector.views import jwks
 from reports.apis import SupportUsageApi
 from reports.usage_summary import usage_summary_page
+from sms.links import short_join
 from tenants import internal_api
 from tenants.admin_regions import region_admin_header, region_directory_page
+from tenants.sign_in_defences import StaffSignInForm
 
 # Lazy, so that every admin page names the region this deployment serves (read at render time).
 admin.site.site_header = lazy(region_admin_header, str)()
 admin.site.site_title = "EHR connector support"
 admin.site.index_title = "Support administration"
+admin.site.login_form = StaffSignInForm  # says plainly when password sign-in is off
 
 api_v1 = [
     path("support/usage/", SupportUsageApi.as_view(), name="api-support-usage"),
@@ -43,6 +46,7 @@ urlpatterns = [
     path("sign-out/", LogoutView.as_view(), name="sign-out"),
     path("portal/reports/", include("reports.urls")),
     path("portal/", include("connector.portal.urls")),
+    path("j/<str:code>", short_join, name="short-join"),  # the join link in texts (sms/services/links.py)
     path("", include("connector.visits.urls")),
     path("sandbox-ehr/", include("connector.sandbox_ehr.urls")),
     path("sms/", include("sms.urls")),

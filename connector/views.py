@@ -8,8 +8,8 @@ from django.shortcuts import render
 from connector.api.errors import error_body, json_not_found, json_server_error
 
 
-def rate_limited(request: HttpRequest, exception=None) -> HttpResponse:
-    message = "Too many attempts from your address. Wait a minute and try again."
+def rate_limited(request: HttpRequest, exception=None, message: str = "") -> HttpResponse:
+    message = message or "Too many attempts from your address. Wait a minute and try again."
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("rate_limited", message), status=429)
     return render(request, "connector/error.html", {"title": "Slow down", "message": message}, status=429)

@@ -173,12 +173,19 @@ def _call(
     )
 
 
+_ENCOUNTER_CLOSED = {"finished", "cancelled", "entered-in-error"}
+
+
 def _update_encounter(
     write: WriteBack, *, status: str, start: str | None = None, end: str | None = None
 ) -> None:
     visit = write.visit
     path = f"Encounter/{visit.encounter_id}"
     encounter, headers = _read_for_update(visit.endpoint, path)
+    # Writes of one visit may be sent in any order (retries, several workers): a late
+    # "in-progress" never reopens an Encounter that is already finished (or closed in the EHR).
+    if status == "in-progress" and encounter.get("status") in _ENCOUNTER_CLOSED:
+        status = encounter["status"]
     encounter["status"] = status
     period = dict(encounter.get("period") or {})
     if start:

@@ -19,15 +19,13 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.access import DeclaredAccess
 from connector.api.tenancy import TenantAPIViewMixin
 from reports.base import json_page
 from reports.presentation import csv_response
 from reports.registry import all_reports, get_report
 from reports.usage_summary import caller_may_read_usage, usage_by_organization
-from tenants.models import Role
 from tenants.regions import layout
-
-READ_ROLES = (Role.ADMINISTRATOR, Role.EHR_APPROVER, Role.VIEWER)
 
 
 class CSVRenderer(BaseRenderer):
@@ -75,7 +73,6 @@ REPORT_PARAMETERS = [
 
 
 class ReportListApi(TenantAPIViewMixin, APIView):
-    read_roles = READ_ROLES
 
     @extend_schema(
         tags=["reports"],
@@ -103,7 +100,6 @@ class ReportListApi(TenantAPIViewMixin, APIView):
 
 
 class ReportApi(TenantAPIViewMixin, APIView):
-    read_roles = READ_ROLES
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     @extend_schema(
@@ -156,7 +152,7 @@ class SupportUsageApi(APIView):
     """Every organization of this region with its usage: for support staff and the other regions."""
 
     authentication_classes = [authentication.SessionAuthentication]
-    permission_classes = [SupportUsagePermission]
+    permission_classes = [DeclaredAccess, SupportUsagePermission]
 
     @extend_schema(
         tags=["support"],

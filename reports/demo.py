@@ -184,6 +184,7 @@ def _generate_tenant(rng, tenant, endpoints, number, clinicians, first, last, bu
                 Appointment(
                     tenant=tenant,
                     endpoint=visit.endpoint,
+                    environment=visit.endpoint.environment,
                     sending_facility=FACILITY,
                     external_id=visit.appointment_id,
                     start=plan["start"],

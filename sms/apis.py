@@ -1,6 +1,6 @@
 """SMS through the API: numbers, settings, certificates, appointments (phone masked), messages, opt-outs.
 
-Reads for members with a configuration role and API tokens; writes for administrators.
+Who may call each action is declared in connector/api/access.py.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connector.api.tenancy import TenantAPIViewMixin
+from connector.api.tenancy import TenantAPIViewMixin, acting_user
 from connector.models import Environment, FhirEndpoint
 from sms.models import (
     Appointment,
+    AppointmentIdField,
     OptOut,
     OutboundMessage,
     PhoneNumber,
@@ -23,9 +24,6 @@ from sms.models import (
     SmsSettings,
 )
 from sms.services.setup import sms_consent_set, sms_settings_update
-from tenants.models import Role
-
-CONFIG_READERS = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
 
 
 class ConsentSerializer(serializers.Serializer):
@@ -73,6 +71,8 @@ class SmsSettingsSerializer(serializers.ModelSerializer):
             "quiet_hours_end",
             "default_language",
             "contact",
+            "appointment_id_field",
+            "phone_region",
             "templates",
         ]
 
@@ -88,6 +88,8 @@ class SmsSettingsWriteSerializer(serializers.Serializer):
     quiet_hours_end = serializers.TimeField(default="08:00")
     default_language = serializers.ChoiceField(choices=["en", "es"], default="en")
     contact = serializers.CharField(required=False, allow_blank=True, default="")
+    appointment_id_field = serializers.ChoiceField(choices=AppointmentIdField.choices, required=False)
+    phone_region = serializers.CharField(required=False, allow_blank=True, max_length=2)
     templates = serializers.DictField(
         child=serializers.DictField(child=serializers.CharField(allow_blank=True)), required=False
     )
@@ -176,8 +178,6 @@ class OptOutSerializer(serializers.ModelSerializer):
 
 @extend_schema(tags=["sms"])
 class ConsentApi(TenantAPIViewMixin, APIView):
-    read_roles = CONFIG_READERS
-    tokens_allowed = False
 
     def _body(self):
         consent = SmsConsent.objects.filter(tenant=self.tenant).first()
@@ -203,7 +203,6 @@ class ConsentApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["sms"])
 class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = PhoneNumberSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["state", "verification"]
 
     def get_queryset(self):
@@ -216,14 +215,13 @@ class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
         incoming = PhoneNumberRequestSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         number = phone_number_request(
-            tenant=self.tenant, requested_by=request.user, **incoming.validated_data
+            tenant=self.tenant, requested_by=acting_user(request), **incoming.validated_data
         )
         return Response(PhoneNumberSerializer(number).data, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(tags=["sms"])
 class SmsSettingsApi(TenantAPIViewMixin, APIView):
-    read_roles = CONFIG_READERS
 
     @extend_schema(responses=SmsSettingsSerializer)
     def get(self, request, tenant_id: str, endpoint_pk: int):
@@ -246,7 +244,6 @@ class SmsSettingsApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["sms"])
 class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = CertificateSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["environment", "active"]
 
     def get_queryset(self):
@@ -263,7 +260,7 @@ class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
             environment=incoming.validated_data["environment"],
             data=incoming.validated_data["certificate"],
             # An API token acts for the organization, not for a person.
-            uploaded_by=request.user if getattr(request.user, "pk", None) else None,
+            uploaded_by=acting_user(request),
         )
         return Response(CertificateSerializer(certificate).data, status=status.HTTP_201_CREATED)
 
@@ -271,7 +268,6 @@ class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["sms"])
 class AppointmentListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = AppointmentSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["status", "department", "endpoint"]
     ordering_fields = ["start"]
 
@@ -282,7 +278,6 @@ class AppointmentListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["sms"])
 class MessageListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = MessageSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["state", "kind", "appointment"]
     ordering_fields = ["created_at", "send_at"]
 
@@ -293,7 +288,6 @@ class MessageListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["sms"])
 class OptOutListApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = OptOutSerializer
-    read_roles = CONFIG_READERS
     filterset_fields = ["active"]
 
     def get_queryset(self):

@@ -1,5 +1,6 @@
 from django import forms
 
+from sms.models import AppointmentIdField
 from sms.texts import SHIPPED
 
 LANGUAGES = [("en", "English"), ("es", "Spanish")]
@@ -87,6 +88,18 @@ class EndpointSmsForm(forms.Form):
     )
     default_language = forms.ChoiceField(choices=LANGUAGES)
     contact = forms.CharField(required=False, max_length=200, help_text="Named in the answer to HELP.")
+    appointment_id_field = forms.ChoiceField(
+        choices=AppointmentIdField.choices,
+        label="Appointment ID field",
+        help_text="Where the EHR's scheduling messages carry the appointment's own ID (see the feed's guide).",
+    )
+    phone_region = forms.CharField(
+        required=False,
+        max_length=2,
+        label="Patients' country",
+        help_text="Two letters, e.g. US, CA, GB: for numbers the EHR sends without a country code. "
+        "Empty: the sending number's country.",
+    )
 
     def __init__(self, *args, numbers=(), **kwargs):
         super().__init__(*args, **kwargs)

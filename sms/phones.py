@@ -24,15 +24,32 @@ class InvalidPhoneNumber(ValueError):
     pass
 
 
-def to_e164(raw: str, *, default_region: str = "US") -> str:
-    """The number in E.164 (+14155550100), or InvalidPhoneNumber."""
+def to_e164(raw: str, *, default_region: str | None = None) -> str:
+    """The number in E.164 (+14155550100), or InvalidPhoneNumber.
+
+    `default_region` (ISO 3166 two letters) is the country of a number written without
+    its country code; without one, only numbers with a country code (+44...) are usable.
+    There is no built-in default: a fixed "US" silently lost every other country's patients.
+    """
     try:
-        parsed = phonenumbers.parse(raw, default_region)
+        parsed = phonenumbers.parse(raw, (default_region or "").upper() or None)
     except phonenumbers.NumberParseException as error:
         raise InvalidPhoneNumber("not a phone number") from error
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber("not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def patient_region(sms_settings) -> str:
+    """The country of patients' numbers written without a country code, for one endpoint.
+
+    The endpoint's SMS settings say it (`phone_region`), else the country of its sending
+    number (a hospital texts patients of its own country); "" when neither is known.
+    """
+    if sms_settings is None:
+        return ""
+    number = sms_settings.phone_number if sms_settings.phone_number_id else None
+    return (sms_settings.phone_region or (number.country if number else "")).upper()
 
 
 def is_mobile_capable(e164: str) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,6 +16,7 @@ from django.utils import timezone
 from connector.forms import add_service_errors
 from connector.models import EndpointStatus, FhirEndpoint
 from connector.portal.views import require_role, wizard_context
+from sms.certificates import EXPIRY_WARNING_DAYS
 from sms.forms import (
     LANGUAGES,
     MESSAGE_KINDS,
@@ -35,29 +36,40 @@ from sms.models import (
 )
 from sms.selectors import sending_blocker
 from sms.services.setup import format_lead_times, parse_lead_times, sms_consent_set, sms_settings_update
-from sms.texts import DATE_FORMATS, SHIPPED, TIME_FORMATS, segment_count, template_for, template_problems
+from sms.texts import (
+    SHIPPED,
+    patient_date,
+    patient_time,
+    segment_count,
+    template_for,
+    template_problems,
+)
 from tenants.models import Role
 
 SETUP_ROLES = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
-EXAMPLE_START = datetime(2026, 12, 1, 9, 30)  # noqa: DTZ001 - only formatted, as the patient's local time
+# The longest date and time a text shows ("Wed Sep 30", "10:45 AM"), as the patient's local time.
+EXAMPLE_START = datetime(2026, 9, 30, 10, 45)  # noqa: DTZ001 - given the endpoint's zone below
 EXAMPLE_CONTACT = "555-0100"
 
 
 def _example_link() -> str:
-    """A join link as long as a real one and, like it, plain ASCII (the segment count depends on both)."""
-    from connector.services.visits import JOIN_SALT
+    """A join link as texts carry it: the short link, of the same length and alphabet as a real one."""
+    from sms.services.links import SHORT_PATH
 
-    payload = {"v": "x" * 24, "r": "patient", "p": "p-" + "0" * 20, "e": 1796000000}
-    return f"{settings.PUBLIC_BASE_URL}/join/{signing.dumps(payload, salt=JOIN_SALT, compress=True)}/"
+    return f"{settings.PUBLIC_BASE_URL}{SHORT_PATH}{'Xy7_' * 5}Q-"
 
 
-def _example_values(language: str, organization: str, contact: str) -> dict[str, str]:
-    """The values a preview is rendered with, formatted as the texts of that language are."""
-    lang = language if language in DATE_FORMATS else "en"
+def _example_values(language: str, organization: str, contact: str, time_zone: str) -> dict[str, str]:
+    """The values a preview is rendered with, formatted as the texts of that language are, in the endpoint's zone."""
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    start = EXAMPLE_START.replace(tzinfo=zone)
     return {
         "organization": organization,
-        "date": EXAMPLE_START.strftime(DATE_FORMATS[lang]),
-        "time": EXAMPLE_START.strftime(TIME_FORMATS[lang]).lstrip("0"),
+        "date": patient_date(start, zone, language),
+        "time": patient_time(start, zone, language),
         "link": _example_link(),
         "contact": contact or EXAMPLE_CONTACT,
     }
@@ -81,7 +93,9 @@ def feed_addresses(tenant) -> list[dict[str, str]]:
         {
             "environment": label,
             "https": settings.PUBLIC_BASE_URL
-            + reverse("sms:hl7-ingest", kwargs={"tenant_id": tenant.microsoft_tenant_id, "environment": value}),
+            + reverse(
+                "sms:hl7-ingest", kwargs={"tenant_id": tenant.microsoft_tenant_id, "environment": value}
+            ),
             "mllp": mllp,
         }
         for value, label in Environment.choices
@@ -188,7 +202,7 @@ def sms_step(request: HttpRequest) -> HttpResponse:
                 prefix=f"verify-{number.pk}", initial={"business_name": tenant.name}
             )
     certificates = SigningCertificate.objects.filter(active=True).order_by("environment")
-    soon = timezone.now() + timezone.timedelta(days=30)
+    soon = timezone.now() + timezone.timedelta(days=EXPIRY_WARNING_DAYS)
     return render(
         request,
         "sms/step.html",
@@ -205,6 +219,7 @@ def sms_step(request: HttpRequest) -> HttpResponse:
             sms_on=sms_on,
             certificates=certificates,
             expiring_before=soon,
+            now=timezone.now(),
             feed_addresses=feed_addresses(tenant),
         ),
     )
@@ -250,6 +265,8 @@ def endpoint_settings(request: HttpRequest, pk: int) -> HttpResponse:
         "quiet_hours_end": row.quiet_hours_end,
         "default_language": row.default_language,
         "contact": row.contact,
+        "appointment_id_field": row.appointment_id_field,
+        "phone_region": row.phone_region,
     }
     form = EndpointSmsForm(request.POST or None, initial=initial, numbers=numbers)
     if not can_configure:
@@ -285,6 +302,8 @@ def endpoint_settings(request: HttpRequest, pk: int) -> HttpResponse:
                 quiet_hours_end=data["quiet_hours_end"],
                 default_language=data["default_language"],
                 contact=data["contact"],
+                appointment_id_field=data["appointment_id_field"],
+                phone_region=data["phone_region"],
                 templates={**row.templates, **overrides},
             )
         except ValidationError as error:
@@ -296,7 +315,7 @@ def endpoint_settings(request: HttpRequest, pk: int) -> HttpResponse:
     contact = (request.POST.get("contact", "") if request.method == "POST" else row.contact).strip()
     groups = []
     for lang, name in LANGUAGES:
-        values = _example_values(lang, request.tenant.name, contact)
+        values = _example_values(lang, request.tenant.name, contact, endpoint.time_zone)
         previews = []
         for kind, title in MESSAGE_KINDS:
             text = texts[lang][kind]

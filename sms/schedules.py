@@ -22,4 +22,10 @@ SCHEDULES = [
         "schedule_type": Schedule.HOURLY,
         "repeats": -1,
     },
+    {
+        "name": "warn about expiring feed certificates",
+        "func": "sms.tasks.signing_certificates_warn_expiring",
+        "schedule_type": Schedule.DAILY,
+        "repeats": -1,
+    },
 ]

@@ -55,7 +55,20 @@ def nearest_allowed(
     return min(allowed, key=lambda c: (abs((c - moment).total_seconds()), c))
 
 
-def reminder_times(start: datetime, lead_minutes: list[int]) -> list[tuple[int, datetime]]:
-    """(lead, when) for each lead time; lead times are exact durations before the start,
-    so a reminder 24 h before a visit on the day after a DST change stays 24 real hours earlier."""
-    return [(lead, start - timedelta(minutes=lead)) for lead in sorted(set(lead_minutes), reverse=True)]
+def reminder_times(start: datetime, lead_minutes: list[int], zone: ZoneInfo) -> list[tuple[int, datetime]]:
+    """(lead, when) for each lead time, computed in the appointment's zone.
+
+    A lead of whole days is calendar days at the same wall-clock time in `zone`: the
+    "day before" reminder of a 09:00 visit goes at 09:00 the day before even when the
+    clocks changed in between (23 or 25 real hours). Other leads (1 h, 90 min) are exact
+    durations: an hour before is an hour before.
+    """
+    times = []
+    for lead in sorted(set(lead_minutes), reverse=True):
+        if lead and lead % (24 * 60) == 0:
+            local = start.astimezone(zone).replace(tzinfo=None) - timedelta(days=lead // (24 * 60))
+            when = local.replace(tzinfo=zone).astimezone(ZoneInfo("UTC"))
+        else:
+            when = start - timedelta(minutes=lead)
+        times.append((lead, when))
+    return times

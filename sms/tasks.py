@@ -73,3 +73,10 @@ def appointment_phones_purge() -> int:
 
     with all_tenants():
         return purge()
+
+
+def signing_certificates_warn_expiring() -> int:
+    """Scheduled daily: e-mail administrators about feed certificates that expire within 30 days."""
+    from sms.services.certificates import certificates_warn_expiring
+
+    return certificates_warn_expiring()

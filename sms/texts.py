@@ -5,18 +5,23 @@ from __future__ import annotations
 import math
 import string
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 # Placeholders: {organization}, {date}, {time}, {link}, {contact}
+# The English texts with a link fit one GSM-7 segment (160 characters) with a 30-character
+# organization name, "Wed Sep 30", "10:45 AM AKDT" and a short link on a 36-character address
+# (tests/test_short_links.py): keep them that short.
 SHIPPED: dict[str, dict[str, str]] = {
     "en": {
-        "confirmation": "{organization}: your video visit is booked for {date} at {time}. Join here: {link}",
-        "reschedule": "{organization}: your video visit moved to {date} at {time}. Join here: {link}",
+        "confirmation": "{organization}: video visit booked for {date} at {time}. Join: {link}",
+        "reschedule": "{organization}: your video visit moved to {date} at {time}. Join: {link}",
         "cancellation": "{organization}: your video visit on {date} at {time} was cancelled.",
-        "reminder": "{organization}: reminder, your video visit is on {date} at {time}. Join here: {link}",
+        "reminder": "{organization}: reminder: video visit on {date} at {time}. Join: {link}",
         "help": "{organization} video visit texts. For help call {contact}. Reply STOP to opt out.",
         "opt_out": "{organization}: you will get no more texts from us. Reply START to opt back in.",
         "opt_in": "{organization}: you will get video visit texts again. Reply STOP to opt out.",
-        "guest_invite": "{organization}: you are invited to join a video visit. Join here: {link}",
+        "guest_invite": "{organization}: you are invited to join a video visit. Join: {link}",
     },
     "es": {
         "confirmation": "{organization}: su cita por video es el {date} a las {time}. Únase aquí: {link}",
@@ -30,8 +35,18 @@ SHIPPED: dict[str, dict[str, str]] = {
     },
 }
 PLACEHOLDERS = {"organization", "date", "time", "link", "contact"}
-DATE_FORMATS = {"en": "%b %d, %Y", "es": "%d/%m/%Y"}
-TIME_FORMATS = {"en": "%I:%M %p", "es": "%H:%M"}
+# Dates and times as patients read them, in the appointment's (department's) zone:
+# "Sat Dec 6" and "5:41 AM EST"; Spanish "sáb 6 dic" and "17:41 EST". Written here, not
+# with strftime's %a/%b, which follow the process locale.
+_WEEKDAYS = {
+    "en": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+    "es": ["lun", "mar", "mié", "jue", "vie", "sáb", "dom"],
+}
+_MONTHS = {
+    "en": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+    "es": ["ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"],
+}
+TEXT_LANGUAGES = set(_MONTHS)
 
 # The GSM 03.38 basic character set and its extension table (extension chars count twice).
 GSM_BASIC = set(
@@ -39,6 +54,37 @@ GSM_BASIC = set(
     "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM_EXTENDED = set("^{}\\[~]|€\f")
+
+
+def zone_abbreviation(local: datetime) -> str:
+    """"EST", "CET"; "UTC-3" or "UTC+5:30" for zones without a letter abbreviation (tzdata writes "-03")."""
+    name = local.tzname() or ""
+    if name and name[0] not in "+-":
+        return name
+    offset = local.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "") if minutes else "UTC"
+
+
+def patient_date(moment: datetime, zone: ZoneInfo, language: str) -> str:
+    """The date of `moment` in `zone` as patients read it: "Sat Dec 6" (English), "sáb 6 dic" (Spanish)."""
+    lang = language if language in TEXT_LANGUAGES else "en"
+    local = moment.astimezone(zone)
+    weekday, month = _WEEKDAYS[lang][local.weekday()], _MONTHS[lang][local.month - 1]
+    return f"{weekday} {month} {local.day}" if lang == "en" else f"{weekday} {local.day} {month}"
+
+
+def patient_time(moment: datetime, zone: ZoneInfo, language: str) -> str:
+    """The time of `moment` in `zone` with the zone: "5:41 AM EST" (English), "17:41 EST" (Spanish)."""
+    lang = language if language in TEXT_LANGUAGES else "en"
+    local = moment.astimezone(zone)
+    if lang == "en":
+        clock = f"{(local.hour % 12) or 12}:{local.minute:02d} {'AM' if local.hour < 12 else 'PM'}"
+    else:
+        clock = f"{local.hour}:{local.minute:02d}"
+    return f"{clock} {zone_abbreviation(local)}"
 
 
 def template_for(templates: dict, language: str, kind: str) -> str:

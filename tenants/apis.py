@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
@@ -10,6 +9,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.access import DeclaredAccess
 from connector.api.tenancy import TenantAPIViewMixin, caller_token
 from connector.api.throttles import ApiRateThrottle, TokenManagementThrottle
 from tenants import services
@@ -23,7 +23,7 @@ from tenants.models import (
     Tenant,
     TokenScope,
 )
-from tenants.selectors import memberships_for_user, tenants_for_user
+from tenants.selectors import memberships_for_user, tenants_for_user, user_signed_in_from
 
 # --- serializers (shapes only; rules live in services) ----------------------
 
@@ -47,8 +47,16 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "username", "email", "created_at"]
 
 
+NOT_ADDABLE = (
+    "Nobody of this organization has signed in with this name. Ask them to sign in once with their "
+    "Microsoft account of this organization, then add them."
+)
+
+
 class MembershipCreateSerializer(serializers.Serializer):
-    username = serializers.CharField(help_text="The user's sign-in name (they have signed in once).")
+    username = serializers.CharField(
+        help_text="The sign-in name of someone who has signed in once with this organization's Microsoft account."
+    )
     role = serializers.ChoiceField(choices=Role.choices)
     ehr_username = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -106,6 +114,7 @@ class TenantListApi(generics.ListAPIView):
     """The organizations the caller belongs to (a token: its own organization)."""
 
     serializer_class = TenantSerializer
+    permission_classes = [IsAuthenticated, DeclaredAccess]
     filterset_fields = ["ehr_vendor", "data_region"]
 
     def get_queryset(self):
@@ -128,9 +137,6 @@ class TenantDetailApi(TenantAPIViewMixin, APIView):
 @extend_schema(tags=["memberships"])
 class MembershipListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = MembershipSerializer
-    read_roles = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
-    # Who may administer the organization is a person's decision, not a script's.
-    token_writes_allowed = False
     filterset_fields = ["role"]
     ordering_fields = ["created_at", "user__username"]
 
@@ -141,11 +147,9 @@ class MembershipListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     def post(self, request, tenant_id: str):
         incoming = MembershipCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        user = get_user_model().objects.filter(username=incoming.validated_data["username"]).first()
+        user = user_signed_in_from(self.tenant, incoming.validated_data["username"])
         if user is None:
-            raise serializers.ValidationError(
-                {"username": "No user with this name. They must sign in once before they can be added."}
-            )
+            raise serializers.ValidationError({"username": NOT_ADDABLE})
         membership = services.membership_create(
             tenant=self.tenant,
             user=user,
@@ -157,8 +161,6 @@ class MembershipListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["memberships"])
 class MembershipDetailApi(TenantAPIViewMixin, APIView):
-    read_roles = (Role.ADMINISTRATOR, Role.EHR_APPROVER)
-    token_writes_allowed = False
 
     def _membership(self, pk: int) -> Membership:
         return get_object_or_404(Membership.objects.select_related("user", "tenant"), pk=pk)
@@ -197,8 +199,6 @@ class ApiTokenListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     """Administrators manage their organization's tokens; tokens cannot mint tokens."""
 
     serializer_class = ApiTokenSerializer
-    read_roles = (Role.ADMINISTRATOR,)
-    tokens_allowed = False
     throttle_classes = [ApiRateThrottle, TokenManagementThrottle]
     filterset_fields = ["scope"]
 
@@ -220,8 +220,6 @@ class ApiTokenListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["api tokens"])
 class ApiTokenRevokeApi(TenantAPIViewMixin, APIView):
-    read_roles = (Role.ADMINISTRATOR,)
-    tokens_allowed = False
     throttle_classes = [ApiRateThrottle, TokenManagementThrottle]
 
     @extend_schema(request=None, responses=ApiTokenSerializer)
@@ -238,7 +236,7 @@ class AccessRequestListCreateApi(generics.ListAPIView):
     """The caller's own access requests; a signed-in user may ask for a new organization."""
 
     serializer_class = AccessRequestSerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, DeclaredAccess]
 
     def get_queryset(self):
         # swagger_fake_view: the schema generator calls this with no user.
@@ -248,8 +246,6 @@ class AccessRequestListCreateApi(generics.ListAPIView):
 
     @extend_schema(request=AccessRequestCreateSerializer, responses={201: AccessRequestSerializer})
     def post(self, request):
-        if caller_token(request) is not None:
-            raise serializers.ValidationError("Access requests are made by a person, not an API token.")
         incoming = AccessRequestCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         access_request = services.access_request_create(
@@ -263,7 +259,7 @@ class AccessRequestListCreateApi(generics.ListAPIView):
 @extend_schema(tags=["access requests"])
 class AccessRequestDetailApi(generics.RetrieveAPIView):
     serializer_class = AccessRequestSerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, DeclaredAccess]
 
     def get_queryset(self):
         # swagger_fake_view: the schema generator calls this with no user.
@@ -287,7 +283,7 @@ class AccessRequestDetailApi(generics.RetrieveAPIView):
     ),
 )
 class MeApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, DeclaredAccess]
 
     def get(self, request):
         token = caller_token(request)

@@ -47,3 +47,23 @@ def demo_memberships() -> list[Membership]:
             .select_related("user", "tenant")
             .order_by("tenant__name", "role")
         )
+
+
+def user_signed_in_from(tenant: Tenant, username: str) -> AbstractBaseUser | None:
+    """The user of that name who signed in with a Microsoft account of this organization's own tenant.
+
+    Membership can only be given to the organization's own people: a user of
+    another organization (or an unknown name) is not found, with no difference
+    an administrator could observe.
+    """
+    from django.contrib.auth import get_user_model
+
+    return (
+        get_user_model()
+        .objects.filter(
+            username=username,
+            social_auth__extra_data__tid__iexact=tenant.microsoft_tenant_id,
+        )
+        .distinct()
+        .first()
+    )

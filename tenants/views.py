@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,11 +13,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
+from connector.api.throttles import TokenManagementThrottle
 from connector.forms import add_service_errors
+from connector.views import rate_limited
 from tenants import services
 from tenants.auth_pipeline import REFUSAL_SESSION_KEY
 from tenants.forms import AccessRequestForm, ApiTokenForm
@@ -24,11 +28,14 @@ from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
 from tenants.models import AccessRequest, ApiToken, Membership, Role
 from tenants.regions import layout, region_label
 from tenants.selectors import demo_memberships
+from tenants.sign_in_defences import demo_sign_in_allowed, demo_sign_in_failed, lockout_message
 
 logger = logging.getLogger(__name__)
 
 DEMO_USERNAME_PREFIX = "demo-"
-ISSUED_TOKEN_SESSION_KEY = "issued_api_token"
+USED_TOKEN_FORM_IDS_SESSION_KEY = "api_token_form_ids"
+# The portal and the API share one budget per person (TokenManagementThrottle, RATE_LIMIT_TOKENS).
+TOO_MANY_TOKEN_CHANGES = "Too many API tokens created or revoked in the last hour. Wait and try again."
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -75,8 +82,12 @@ def demo_sign_in(request: HttpRequest) -> HttpResponse:
     if not settings.DEMO_SIGN_IN:
         raise Http404("Demo sign-in is off.")
     username = request.POST.get("username", "")
+    if not demo_sign_in_allowed(request, username):
+        messages.error(request, lockout_message(request))
+        return redirect("tenants:sign-in")
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None or not username.startswith(DEMO_USERNAME_PREFIX):
+        demo_sign_in_failed(request, username)
         messages.error(request, "That is not one of the demo users.")
         return redirect("tenants:sign-in")
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
@@ -188,25 +199,51 @@ def _require_role(request: HttpRequest, *roles: str) -> None:
 
 @login_required
 def api_tokens(request: HttpRequest) -> HttpResponse:
+    """List, create and show a new token's secret once.
+
+    The secret is rendered in the answer to the POST itself (never kept in the
+    session, which lives in the database), with `Cache-Control: no-store`. A
+    one-time form ID makes a resubmitted form (a reload) create nothing.
+    """
     _require_role(request, Role.ADMINISTRATOR)
     form = ApiTokenForm(request.POST or None)
+    issued = None
     if request.method == "POST" and form.is_valid():
-        issued = services.api_token_create(
-            tenant=request.tenant, created_by=request.user, **form.cleaned_data
-        )
-        # Post/redirect/get: a reload must not make a second token. The secret
-        # rides in the session for exactly one page view.
-        request.session[ISSUED_TOKEN_SESSION_KEY] = {"raw": issued.raw, "pk": issued.token.pk}
-        return redirect("tenants:api-tokens")
-    issued = request.session.pop(ISSUED_TOKEN_SESSION_KEY, None)
+        if not TokenManagementThrottle().allow_request(request, None):
+            return rate_limited(request, message=TOO_MANY_TOKEN_CHANGES)
+        if not _form_id_is_fresh(request):
+            messages.info(
+                request,
+                "This form was already sent and its token created; the secret was shown once. "
+                "If it was not copied, revoke that token and create another.",
+            )
+            return redirect("tenants:api-tokens")
+        issued = services.api_token_create(tenant=request.tenant, created_by=request.user, **form.cleaned_data)
+        form = ApiTokenForm()
     tokens = ApiToken.objects.select_related("created_by").order_by("-created_at")
-    return render(request, "tenants/api_tokens.html", {"form": form, "tokens": tokens, "issued": issued})
+    context = {"form": form, "tokens": tokens, "issued": issued, "form_id": secrets.token_urlsafe(16)}
+    response = render(request, "tenants/api_tokens.html", context)
+    add_never_cache_headers(response)
+    return response
+
+
+def _form_id_is_fresh(request: HttpRequest) -> bool:
+    """Remember the last few form IDs (not secrets) so that a resubmitted form is recognised."""
+    form_id = request.POST.get("form_id", "")
+    used = request.session.get(USED_TOKEN_FORM_IDS_SESSION_KEY, [])
+    if form_id and form_id in used:
+        return False
+    if form_id:
+        request.session[USED_TOKEN_FORM_IDS_SESSION_KEY] = [*used, form_id][-10:]
+    return True
 
 
 @login_required
 @require_POST
 def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     _require_role(request, Role.ADMINISTRATOR)
+    if not TokenManagementThrottle().allow_request(request, None):
+        return rate_limited(request, message=TOO_MANY_TOKEN_CHANGES)
     token = get_object_or_404(ApiToken, pk=pk)
     services.api_token_revoke(token=token)
     messages.success(request, f"Token {token.name} was revoked; calls with it now fail.")

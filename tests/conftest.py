@@ -449,3 +449,17 @@ def smart_peer():
             pytest.fail(f"the SMART peer is required in CI: {error}")
         pytest.skip(f"the SMART peer is not available: {error}")
     return peer
+
+
+def microsoft_user(tenant: Tenant, username: str, email: str = ""):
+    """A user who has signed in once with a Microsoft account of `tenant`'s own Microsoft 365 tenant."""
+    from social_django.models import UserSocialAuth
+
+    user = get_user_model().objects.create_user(username=username, email=email or f"{username}@example.org")
+    UserSocialAuth.objects.create(
+        user=user,
+        provider="azuread-v2-tenant-oauth2",
+        uid=f"entra-sub-{username}",
+        extra_data={"tid": tenant.microsoft_tenant_id, "oid": f"oid-{username}"},
+    )
+    return user

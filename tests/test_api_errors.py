@@ -1,10 +1,9 @@
 """Every API failure has one JSON shape; the OpenAPI schema and docs are served."""
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from connector.api.throttles import ApiRateThrottle
-from tests.conftest import ORG_A_TID, ORG_B_TID
+from tests.conftest import ORG_A_TID, ORG_B_TID, microsoft_user
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
 
@@ -21,8 +20,8 @@ def _assert_error_shape(response, status: int, code: str) -> dict:
     return body
 
 
-def test_a_bad_request_has_the_error_shape_with_the_fields(api_as, admin_a):
-    get_user_model().objects.create_user(username="nina")
+def test_a_bad_request_has_the_error_shape_with_the_fields(api_as, org_a, admin_a):
+    microsoft_user(org_a, "nina")
 
     response = api_as(admin_a).post(
         f"{BASE}/memberships/", {"username": "nina", "role": "ehr_approver"}, format="json"

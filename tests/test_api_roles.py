@@ -1,11 +1,11 @@
 """What each role may do through the API in its own organization."""
 
 import pytest
-from django.contrib.auth import get_user_model
+from social_django.models import UserSocialAuth
 
 from tenants.models import Membership, Role
 from tenants.scoping import all_tenants, tenant_scope
-from tests.conftest import ORG_A_TID, make_member
+from tests.conftest import ORG_A_TID, make_member, microsoft_user
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
 LAST_ADMIN = "This is the organization's last administrator. Make someone else an administrator first."
@@ -22,8 +22,8 @@ def _is_member(user) -> bool:
 
 
 @pytest.fixture
-def newcomer(db):
-    return get_user_model().objects.create_user(username="nina-new", email="nina@org-a.example")
+def newcomer(org_a):
+    return microsoft_user(org_a, "nina-new", email="nina@org-a.example")
 
 
 def test_every_member_reads_their_organization(api_as, admin_a, approver_a, viewer_a):
@@ -117,10 +117,13 @@ def test_adding_someone_who_never_signed_in_is_refused_with_the_reason(api_as, a
     )
 
     assert response.status_code == 400
-    assert "They must sign in once before they can be added." in response.json()["error"]["message"]
+    assert "Ask them to sign in once with their Microsoft account" in response.json()["error"]["message"]
 
 
-def test_adding_an_existing_member_again_is_refused(api_as, admin_a, viewer_a):
+def test_adding_an_existing_member_again_is_refused(org_a, api_as, admin_a, viewer_a):
+    UserSocialAuth.objects.create(
+        user=viewer_a, provider="azuread-v2-tenant-oauth2", uid="sub-vera", extra_data={"tid": ORG_A_TID}
+    )
     response = api_as(admin_a).post(
         f"{BASE}/memberships/", {"username": "vera-viewer", "role": "administrator"}, format="json"
     )

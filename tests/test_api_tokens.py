@@ -11,9 +11,16 @@ from connector.api.throttles import TokenManagementThrottle
 from tenants import services
 from tenants.models import ApiToken, TenantStatus
 from tenants.scoping import all_tenants, tenant_scope
-from tests.conftest import ORG_A_TID, signed_in
+from tests.conftest import ORG_A_TID, microsoft_user, signed_in
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
+NEW_ENDPOINT = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main", "time_zone": "UTC"}
+
+
+@pytest.fixture
+def _no_validation(monkeypatch):
+    """Creating an endpoint queues its validation; these tests are about who may create it."""
+    monkeypatch.setattr("connector.background.async_task", lambda *args, **kwargs: None)
 
 
 def _raw_is_stored_anywhere(raw: str) -> bool:
@@ -75,23 +82,43 @@ def test_creating_a_token_without_a_name_or_with_an_unknown_scope_is_refused(api
 def test_the_portal_shows_a_new_token_once(client, org_a, admin_a):
     signed_in(client, admin_a)
 
-    created = client.post("/portal/api-tokens/", {"name": "Warehouse", "scope": "read_write"})
-    # Post/redirect/get: reloading the page that shows the token makes no second token.
-    assert created.status_code == 302
-    shown = client.get(created["Location"])
+    shown = client.post("/portal/api-tokens/", {"name": "Warehouse", "scope": "read_write", "form_id": "f1"})
 
     issued = shown.context["issued"]
     page = shown.content.decode()
     assert shown.status_code == 200
-    assert issued["raw"] in page
+    assert "no-store" in shown["Cache-Control"]
+    assert issued.raw in page
     assert "it is shown this once" in page
-    with tenant_scope(org_a):
-        token = ApiToken.objects.get(pk=issued["pk"])
-    assert not _raw_is_stored_anywhere(issued["raw"])
+    assert not _raw_is_stored_anywhere(issued.raw)
     again = client.get("/portal/api-tokens/").content.decode()
-    assert issued["raw"] not in again
-    assert f"ehc_{token.prefix}" in again
-    assert "Warehouse" in again
+    assert issued.raw not in again
+    assert f"ehc_{issued.token.prefix}" in again
+
+
+def test_the_new_tokens_secret_is_never_kept_in_the_session(client, org_a, admin_a):
+    from django.contrib.sessions.models import Session
+
+    signed_in(client, admin_a)
+
+    # The browser never loads another page after creating the token.
+    shown = client.post("/portal/api-tokens/", {"name": "Warehouse", "scope": "read", "form_id": "f1"})
+
+    raw = shown.context["issued"].raw
+    assert not any(raw in str(session.get_decoded()) for session in Session.objects.all())
+    assert not any(raw in session.session_data for session in Session.objects.all())
+
+
+def test_resending_the_token_form_creates_no_second_token(client, org_a, admin_a):
+    signed_in(client, admin_a)
+    form = {"name": "Warehouse", "scope": "read", "form_id": "same-form"}
+
+    first = client.post("/portal/api-tokens/", form)
+    resent = client.post("/portal/api-tokens/", form, follow=True)
+
+    assert first.context["issued"] is not None
+    assert "This form was already sent and its token created" in resent.content.decode()
+    assert first.context["issued"].raw not in resent.content.decode()
     with tenant_scope(org_a):
         assert ApiToken.objects.count() == 1
 
@@ -154,9 +181,7 @@ def test_a_read_token_reads(org_a, admin_a, token_client):
 def test_a_read_token_cannot_write(org_a, admin_a, viewer_a, token_client):
     client = token_client(org_a, "read")
 
-    response = client.post(
-        f"{BASE}/memberships/", {"username": "vera-viewer", "role": "viewer"}, format="json"
-    )
+    response = client.post(f"{BASE}/endpoints/", NEW_ENDPOINT, format="json")
 
     assert response.status_code == 403
     assert response.json()["error"] == {
@@ -165,13 +190,13 @@ def test_a_read_token_cannot_write(org_a, admin_a, viewer_a, token_client):
     }
 
 
-def test_a_read_write_token_writes(org_a, admin_a, token_client):
+def test_a_read_write_token_writes(org_a, admin_a, token_client, _no_validation):
     client = token_client(org_a, "read_write")
 
-    response = client.put(f"{BASE}/ehr-approvers/", {"usernames": ["ANALYST9"]}, format="json")
+    response = client.post(f"{BASE}/endpoints/", NEW_ENDPOINT, format="json")
 
-    assert response.status_code == 200
-    assert response.json() == {"usernames": ["ANALYST9"]}
+    assert response.status_code == 201, response.content
+    assert response.json()["label"] == "Main"
 
 
 def test_no_token_may_change_who_administers_the_organization(org_a, admin_a, token_client):
@@ -264,25 +289,25 @@ def test_the_last_used_time_is_recorded_at_most_once_a_minute(org_a, token_clien
         assert _token(org_a, client.issued.token.pk).last_used_at == start + timedelta(seconds=61)
 
 
-def test_a_change_made_with_a_token_is_recorded_in_history_without_a_user(org_a, admin_a, token_client):
-    from connector.models import EhrApprover
+def test_a_change_made_with_a_token_is_recorded_in_history_without_a_user(
+    org_a, admin_a, token_client, _no_validation
+):
+    from connector.models import FhirEndpoint
 
     client = token_client(org_a, "read_write")
 
-    client.put(f"{BASE}/ehr-approvers/", {"usernames": ["ANALYST9"]}, format="json")
+    created = client.post(f"{BASE}/endpoints/", NEW_ENDPOINT, format="json")
 
     with all_tenants():
-        record = EhrApprover.history.get(ehr_username="ANALYST9")
+        record = FhirEndpoint.history.filter(id=created.json()["id"]).earliest("history_date")
     assert record.history_type == "+"
     assert record.history_user is None
 
 
 def test_a_change_made_by_a_signed_in_user_is_recorded_with_that_user(org_a, api_as, admin_a):
-    from django.contrib.auth import get_user_model
-
     from tenants.models import Membership
 
-    get_user_model().objects.create_user(username="wanda")
+    microsoft_user(org_a, "wanda")
 
     api_as(admin_a).post(f"{BASE}/memberships/", {"username": "wanda", "role": "viewer"}, format="json")
 

@@ -10,7 +10,7 @@ import hl7
 import pytest
 
 from sms.hl7.ack import ack_build
-from sms.hl7.fields import dtm_parse, duration_from, fixed_offset_zone, language_code, value
+from sms.hl7.fields import dtm_parse, duration_from, language_code, value
 from sms.hl7.parse import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
@@ -34,8 +34,11 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def parse(text: str, zone: str = CHICAGO):
-    return scheduling_parse(text.replace("\n", "\r").encode(), time_zone=zone)
+def parse(text: str, zone: str = CHICAGO, id_field: str = "SCH-1"):
+    """`siu()` puts its appointment ID in SCH-1 (placer), so read it there unless a test says otherwise."""
+    return scheduling_parse(
+        text.replace("\n", "\r").encode(), time_zone=zone, id_field=id_field, default_region="US"
+    )
 
 
 def siu(
@@ -182,6 +185,7 @@ FIXTURE_EXPECTATIONS = {
         sender="SCHEDULER^LAKESIDE",
         control_id="LKS-000042",
         external_id="LKS-APPT-9001",
+        id_field="SCH-1",  # this scheduler fills only the placer ID
         start=utc(2027, 2, 8, 17, 0),
         end=utc(2027, 2, 8, 18, 0),
         phone="+12125550143",
@@ -197,7 +201,12 @@ def test_it_reads_each_fixture(name):
     expected = FIXTURE_EXPECTATIONS[name]
     line_ending = b"\n" if name.endswith("_lf.hl7") else b"\r"
 
-    parsed = scheduling_parse(fixture(name, line_ending=line_ending), time_zone=expected["zone"])
+    parsed = scheduling_parse(
+        fixture(name, line_ending=line_ending),
+        time_zone=expected["zone"],
+        id_field=expected.get("id_field", "SCH-2"),
+        default_region="US",
+    )
 
     message = parsed.scheduling
     assert parsed.envelope.message_type == f"SIU^{expected['event']}"
@@ -253,7 +262,7 @@ def test_blank_lines_and_trailing_empty_fields_are_ignored():
 def test_a_message_in_latin_1_is_read():
     text = siu(pid="PID|1||MRN1||NÚÑEZ^JOSÉ||||||||^PRN^CP^^1^415^5550123||spa").replace("\n", "\r")
 
-    parsed = scheduling_parse(text.encode("latin-1"), time_zone=CHICAGO)
+    parsed = scheduling_parse(text.encode("latin-1"), time_zone=CHICAGO, id_field="SCH-1")
 
     assert parsed.scheduling.language == "es"
 
@@ -328,10 +337,12 @@ def test_a_start_without_a_time_of_day_is_refused():
         ("1800", "S", 30),
         ("900", "SEC", 15),
         ("20", "", 20),
+        ("3600", "s", 60),
+        ("0.5", "d", 720),
     ],
 )
-def test_the_duration_comes_from_sch_9_and_its_unit(amount, unit, minutes):
-    parsed = parse(siu(sch=f"SCH|A-1||||||||{amount}|{unit}", tq1="TQ1|1||||||20270112093000|20270112120000"))
+def test_the_duration_comes_from_sch_9_and_its_unit_without_tq1_end(amount, unit, minutes):
+    parsed = parse(siu(sch=f"SCH|A-1||||||||{amount}|{unit}", tq1="TQ1|1||||||20270112093000"))
 
     assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=minutes)
     assert parsed.duration_assumed is False
@@ -357,17 +368,55 @@ def test_without_any_duration_30_minutes_are_assumed_and_flagged():
     assert any("30 minutes assumed" in note for note in parsed.notes)
 
 
-def test_an_absurd_duration_is_ignored_for_the_next_source():
-    parsed = parse(siu(sch="SCH|A-1||||||||90|D", tq1="TQ1|1||||||20270112093000|20270112100000"))
+def test_tq1_start_and_end_win_over_sch_9_10_and_sch_11():
+    # A "60 s" SCH-9/10 and a two-hour SCH-11 next to a one-hour TQ1: TQ1 is the appointment.
+    parsed = parse(
+        siu(
+            sch="SCH|A-1||||||||60|s|^^120^20270112080000^20270112100000",
+            tq1="TQ1|1||||||20270112093000|20270112103000",
+        )
+    )
 
-    assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=30)
-    assert any("SCH-9" in note for note in parsed.notes)
+    assert parsed.scheduling.start == utc(2027, 1, 12, 15, 30)
+    assert parsed.scheduling.end == utc(2027, 1, 12, 16, 30)
 
 
-def test_an_end_before_the_start_is_ignored():
-    parsed = parse(siu(sch="SCH|A-1", tq1="TQ1|1||||||20270112093000|20270112080000"))
+def test_sch_9_wins_over_the_end_in_sch_11_without_tq1():
+    parsed = parse(siu(sch="SCH|A-1||||||||45|min|^^^20270112093000^20270112120000", tq1=""))
 
-    assert parsed.duration_assumed is True
+    assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=45)
+
+
+@pytest.mark.parametrize(
+    ("sch", "tq1", "field", "reason"),
+    [
+        ("SCH|A-1||||||||90|D", "TQ1|1||||||20270112093000", "SCH-9", "longer than 24 hours"),
+        ("SCH|A-1||||||||NaN|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||inf|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||1e400|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||-5|MIN", "TQ1|1||||||20270112093000", "SCH-9", "not a positive number"),
+        ("SCH|A-1||||||||30|FORTNIGHT", "TQ1|1||||||20270112093000", "SCH-9", "in a known unit"),
+        ("SCH|A-1", "TQ1|1||||||20270112093000|20270112080000", "TQ1-8", "not after the start"),
+        ("SCH|A-1", "TQ1|1||||||20270112093000|20270115093000", "TQ1-8", "longer than 24 hours"),
+    ],
+)
+def test_an_absurd_duration_or_end_is_refused_naming_the_field(sch, tq1, field, reason):
+    with pytest.raises(MalformedMessage) as refused:
+        parse(siu(sch=sch, tq1=tq1))
+
+    assert refused.value.reason.startswith(field)
+    assert reason in refused.value.reason
+    assert refused.value.code == DATA_TYPE_ERROR
+    assert refused.value.location == Location(field[:3], int(field[4:]))
+
+
+def test_an_unusable_resource_duration_is_skipped_for_the_next_one():
+    parsed = parse(
+        siu(sch="SCH|A-1", tq1="", extra="AIS|1|A|VIDEO|20270112093000|0|MIN|90|D\nAIP|1|A|DOC||||||20|MIN")
+    )
+
+    assert parsed.scheduling.end - parsed.scheduling.start == timedelta(minutes=20)
+    assert any("AIS-7" in note for note in parsed.notes)
 
 
 @pytest.mark.parametrize(
@@ -380,17 +429,60 @@ def test_unusable_durations_are_none(amount, unit):
 # --- identity ------------------------------------------------------------------------------
 
 
-def test_the_appointment_id_is_sch_1_then_sch_2():
-    assert parse(siu(sch="SCH|P-1^EPIC|F-1^EPIC||||||||30|MIN")).scheduling.external_id == "P-1"
-    assert parse(siu(sch="SCH||F-1^EPIC||||||||30|MIN")).scheduling.external_id == "F-1"
+def test_the_appointment_id_is_the_filler_id_unless_the_endpoint_chooses_another_field():
+    text = siu(
+        sch="SCH|P-1^EPIC|F-1^EPIC||||||||30|MIN||||||||||||||||ORD-7",
+        extra="ARQ|PQ-1|AQ-1\nPV1|1|O|VIRTUAL||||||||||||||||CSN-9",
+    )
+
+    assert parse(text, id_field="SCH-2").scheduling.external_id == "F-1"
+    assert parse(text, id_field="SCH-1").scheduling.external_id == "P-1"
+    assert parse(text, id_field="SCH-27").scheduling.external_id == "ORD-7"
+    assert parse(text, id_field="ARQ-2").scheduling.external_id == "AQ-1"
+    assert parse(text, id_field="PV1-19").scheduling.external_id == "CSN-9"
+    assert scheduling_parse(text.replace("\n", "\r"), time_zone=CHICAGO).scheduling.external_id == "F-1"
 
 
-def test_an_appointment_without_id_is_a_precise_error():
+def test_the_sending_facility_is_not_part_of_the_identity():
+    east = parse(siu().replace("|NVH|", "|NVH-EAST|", 1)).scheduling
+
+    assert east.external_id == parse(siu()).scheduling.external_id == "A-1"
+    assert east.sending_facility == "NVH-EAST"
+
+
+@pytest.mark.parametrize(
+    ("id_field", "sch", "reason"),
+    [
+        (
+            "SCH-2",
+            "SCH|P-1^EPIC|||||||||30|MIN",
+            "SCH-2 (filler appointment ID) is empty: the appointment has no ID. This feed reads the "
+            "appointment ID from SCH-2; send it there, or change the appointment ID field in the SMS settings",
+        ),
+        (
+            "SCH-1",
+            "SCH||F-1||||||||30|MIN",
+            "SCH-1 (placer appointment ID) is empty: the appointment has no ID. This feed reads the "
+            "appointment ID from SCH-1; send it there, or change the appointment ID field in the SMS settings",
+        ),
+    ],
+)
+def test_an_appointment_without_id_is_an_error_naming_the_chosen_field(id_field, sch, reason):
     with pytest.raises(MalformedMessage) as refused:
-        parse(siu(sch="SCH|||||||||30|MIN"))
+        parse(siu(sch=sch), id_field=id_field)
 
-    assert refused.value.reason == "SCH-1 and SCH-2 are both empty: the appointment has no ID"
+    assert refused.value.reason == reason
     assert refused.value.code == REQUIRED_FIELD_MISSING
+    assert refused.value.location == Location("SCH", int(id_field[-1]))
+
+
+@pytest.mark.parametrize("constant", ["0", "000", "NA", "N/A", "null", "---", "NVH", "EPIC"])
+def test_a_placeholder_or_the_senders_name_is_not_an_appointment_id(constant):
+    with pytest.raises(MalformedMessage) as refused:
+        parse(siu(sch=f"SCH|{constant}^EPIC||||||||30|MIN"))
+
+    assert refused.value.reason.startswith("SCH-1 (placer appointment ID) holds a placeholder")
+    assert refused.value.code == DATA_TYPE_ERROR
     assert refused.value.location == Location("SCH", 1)
 
 
@@ -494,12 +586,13 @@ def test_an_offset_matching_the_endpoints_zone_keeps_the_iana_zone():
     assert parsed.scheduling.time_zone == NEW_YORK  # daylight saving keeps working for reminders
 
 
-def test_an_offset_from_another_zone_becomes_a_fixed_etc_zone_with_the_inverted_sign():
+def test_an_offset_from_another_zone_fixes_the_instant_and_the_department_keeps_its_zone():
+    # An engine stamping in its own host's zone (or UTC): the patient still reads New York time.
     parsed = parse(siu(tq1="TQ1|1||||||20270112093000-0600"), zone=NEW_YORK)
 
     assert parsed.scheduling.start == utc(2027, 1, 12, 15, 30)
-    assert parsed.scheduling.time_zone == "Etc/GMT+6"
-    assert ZoneInfo("Etc/GMT+6").utcoffset(datetime(2027, 1, 12)) == timedelta(hours=-6)
+    assert parsed.scheduling.time_zone == NEW_YORK
+    assert any("not the endpoint's time zone" in note for note in parsed.notes)
 
 
 def test_a_half_hour_offset_keeps_the_endpoints_zone_with_a_note():
@@ -516,20 +609,6 @@ def test_negative_offsets_under_an_hour_keep_their_sign():
 
     assert offset == timedelta(minutes=-30)
     assert naive == datetime(2027, 1, 12, 9, 30)
-
-
-@pytest.mark.parametrize(
-    ("offset", "name"),
-    [
-        (timedelta(hours=-5), "Etc/GMT+5"),
-        (timedelta(hours=1), "Etc/GMT-1"),
-        (timedelta(0), "UTC"),
-        (timedelta(hours=5, minutes=30), None),
-        (timedelta(hours=-13), None),
-    ],
-)
-def test_fixed_offset_zones(offset, name):
-    assert fixed_offset_zone(offset) == name
 
 
 def test_the_ambiguous_hour_of_the_autumn_change_follows_the_offset_when_given():
@@ -564,10 +643,10 @@ def test_the_message_time_orders_updates_and_honours_its_offset():
 
 def test_other_siu_events_are_unsupported():
     with pytest.raises(UnsupportedMessage) as refused:
-        parse(siu(trigger="S16"))
+        parse(siu(trigger="S18"))
 
     assert refused.value.code == UNSUPPORTED_EVENT_CODE
-    assert "SIU S16" in refused.value.reason
+    assert "SIU S18" in refused.value.reason
 
 
 @pytest.mark.parametrize("version", ["2.1", "2.2", "3.0"])
@@ -609,7 +688,7 @@ def test_a_truncated_message_is_malformed_with_its_header():
     truncated = whole[: whole.index(b"\rSCH|") + 12]  # cut inside SCH: no start time anywhere
 
     with pytest.raises(MalformedMessage) as refused:
-        scheduling_parse(truncated, time_zone=CHICAGO)
+        scheduling_parse(truncated, time_zone=CHICAGO, id_field="SCH-1")
 
     assert refused.value.envelope.control_id == "EPC0000100001"
     assert refused.value.reason == "no start time in TQ1-7, SCH-11 or AIS/AIL/AIP"

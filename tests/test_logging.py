@@ -128,8 +128,7 @@ def test_log_lines_written_during_a_request_carry_its_response_request_id(client
     events = [e for e in log_lines() if e["logger"] == "tenants.services"]
     assert [e["request_id"] for e in events] == [request_id]
     assert "API token" in events[0]["message"]
-    shown = client.get(response["Location"])
-    assert shown.context["issued"]["raw"] not in json.dumps(log_lines())
+    assert response.context["issued"].raw not in json.dumps(log_lines())
 
 
 def test_each_request_gets_its_own_request_id(client, db, log_lines):
@@ -169,3 +168,52 @@ def test_status_codes_sizes_and_ip_addresses_are_not_mistaken_for_phone_numbers(
     assert redact('"GET /healthz HTTP/1.1" 200 16') == '"GET /healthz HTTP/1.1" 200 16'
     assert redact("EHR GET 127.0.0.1 answered 200 in 84 ms") == "EHR GET 127.0.0.1 answered 200 in 84 ms"
     assert redact("texted 4155550100 and +4915112345678") == "texted [phone] and [phone]"
+
+
+# --- FHIR identifiers, urllib3, the console SMS backend (issue 12, item 8) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("GET /api/FHIR/R4/Patient/eRztxMVTS0rsvc3wVeUvSew3 200", "eRztxMVTS0rsvc3wVeUvSew3"),
+        ("fhirUser https://ehr.example.org/R4/Practitioner/pract-77", "pract-77"),
+        ('"GET /R4/Appointment?patient=abc-123&date=ge2026-01-01 HTTP/1.1" 200', "abc-123"),
+        ("search Encounter?subject=Patient%2F42&_count=5", "Patient%2F42"),
+        ("Patient?identifier=urn:oid:1.2.3|MRN778899", "MRN778899"),
+        ("reference to RelatedPerson/rp9 and Encounter/enc-5", "rp9"),
+    ],
+)
+def test_fhir_references_and_search_parameters_naming_people_are_redacted(text, secret):
+    assert secret not in redact(text)
+
+
+def test_fhir_paths_without_an_identifier_are_left_alone():
+    assert redact("GET /R4/metadata 200") == "GET /R4/metadata 200"
+    assert redact("GET /R4/.well-known/smart-configuration 200") == "GET /R4/.well-known/smart-configuration 200"
+
+
+def test_urllib3_stays_quiet_even_at_debug(settings):
+    import logging.config
+
+    assert logging.getLogger("urllib3").getEffectiveLevel() >= logging.WARNING
+    logging.config.dictConfig({**settings.LOGGING, "root": {**settings.LOGGING["root"], "level": "DEBUG"}})
+    try:
+        assert logging.getLogger("urllib3.connectionpool").getEffectiveLevel() >= logging.WARNING
+    finally:
+        logging.config.dictConfig(settings.LOGGING)
+
+
+def test_the_console_sms_backend_writes_through_the_redacting_logger(log_lines):
+    from sms.backends.console import ConsoleSmsBackend
+
+    ConsoleSmsBackend().send(
+        from_number="+18335550100",
+        to_number="+14155550123",
+        body="Org A: join your visit at https://connector.example.org/join/eyJ2IjoxfQ.sig:1x/ (call +1 415 555 0199)",
+    )
+
+    (event,) = [e for e in log_lines() if e["logger"] == "sms.backends.console"]
+    assert "/join/[redacted]/" in event["message"]
+    assert "eyJ2IjoxfQ" not in event["message"] and "555 0199" not in event["message"]
+    assert "…0123" in event["message"]

@@ -238,7 +238,10 @@ def test_the_patient_portal_launch_and_the_sms_link_land_in_the_clinicians_visit
         assert message is not None, "the SIU scheduled no text"
         text = render_body(message, SmsSettings.objects.get(endpoint=endpoint))
         assert Visit.objects.count() == 1
-    link = re.search(r"https?://\S+/join/\S+/", text).group(0)
+    short = re.search(r"https?://\S+/j/[\w-]{22}", text).group(0)  # the short link of texts
+    redirected = requests.get(short, allow_redirects=False, timeout=20)
+    assert redirected.status_code == 302
+    link = redirected.headers["Location"]
     assert visit_of_join_url(link) == visit.public_id
     # And the clinician's launch joins the same visit too.
     follow(requests.Session(), launch(smart_peer, origin, endpoint), origin)

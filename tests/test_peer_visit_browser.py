@@ -45,6 +45,15 @@ CLINICIAN_USERNAME = "demo-peer-clinician"
 SEED = DEFAULT_SCRIPT.parent / "medplum-fhir" / "seed" / "bundle.json"
 
 
+@pytest.fixture(autouse=True)
+def _seeded_before_and_after(smart_peer):
+    """This test writes to the peer's enc1 and appt1: start from the seed, and leave the seed
+    behind for the tests that read it (tests/test_smart_peer.py)."""
+    reset_seed(smart_peer)
+    yield
+    reset_seed(smart_peer)
+
+
 def reset_seed(smart_peer) -> None:
     """Encounter/enc1 and Appointment/appt1 as seeded: a run before this one wrote to them."""
     bundle = json.loads(SEED.read_text())

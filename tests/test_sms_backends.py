@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
 import socket
 import ssl
@@ -127,18 +126,18 @@ def test_numbers_are_masked_in_what_backends_print_and_store():
 # --- Console ---------------------------------------------------------------------------------
 
 
-def test_the_console_backend_prints_one_block_per_text_with_the_number_masked():
-    out = io.StringIO()
-    backend = ConsoleSmsBackend(stream=out)
+def test_the_console_backend_logs_one_event_per_text_with_the_number_masked(caplog):
+    backend = ConsoleSmsBackend()
 
-    sent = backend.send(from_number=OURS, to_number=PATIENT, body="Org A: your visit is booked.")
+    with caplog.at_level("INFO", logger="sms.backends.console"):
+        sent = backend.send(from_number=OURS, to_number=PATIENT, body="Org A: your visit is booked.")
 
-    printed = out.getvalue()
-    assert "Org A: your visit is booked." in printed
-    assert "…0123" in printed
-    assert PATIENT not in printed and "4155550123" not in printed
-    assert sent.provider_message_id in printed
-    assert printed.count("SMS (console backend)") == 1
+    (record,) = [r for r in caplog.records if r.name == "sms.backends.console"]
+    logged = record.getMessage()
+    assert "Org A: your visit is booked." in logged
+    assert "…0123" in logged
+    assert PATIENT not in logged and "4155550123" not in logged
+    assert sent.provider_message_id in logged
 
 
 def test_the_console_backend_hands_out_valid_made_up_toll_free_numbers(db, org_a, unscoped):

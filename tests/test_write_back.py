@@ -189,3 +189,18 @@ def test_failed_writes_are_shown_to_the_organizations_administrators_in_the_port
         assert WriteBack.objects.get(pk=failed.pk).state == "failed"
     client.logout()
     assert signed_in(client, viewer_a).get("/portal/write-backs/").status_code == 403
+
+
+def test_a_late_start_write_never_reopens_a_finished_encounter(visit):
+    """Writes of one visit may be sent out of order (a retry, two workers): the end stands."""
+    record(visit, "1", "joined", "clinician", "c1", 0)
+    record(visit, "2", "joined", "patient", "p1", 1)
+    record(visit, "3", "left", "patient", "p1", 10)
+    record(visit, "4", "left", "clinician", "c1", 11)
+    assert encounter()["status"] == "finished"
+    with tenant_scope(visit.tenant):
+        started = WriteBack.objects.filter(kind=WriteBack.Kind.VISIT_STARTED).first()
+        WriteBack.objects.filter(pk=started.pk).update(state="pending", attempts=0, next_attempt_at=timezone.now())
+        assert write_back_send(write_back_pk=started.pk) == "sent"  # the start, sent again after the end
+    assert encounter()["status"] == "finished"
+    assert "end" in encounter()["period"]

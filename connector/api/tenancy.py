@@ -11,16 +11,18 @@ from __future__ import annotations
 from django.http import Http404
 from rest_framework import permissions
 
-from tenants.models import Role, Tenant, TenantStatus
+from connector.api.access import DeclaredAccess, caller_token
+from tenants.models import Tenant, TenantStatus
 from tenants.scoping import tenant_scope
 from tenants.selectors import membership_of
 
-READ_METHODS = permissions.SAFE_METHODS
+__all__ = ["TenantAPIViewMixin", "acting_user", "caller_token", "resolve_tenant_for_caller"]
 
 
-def caller_token(request):
-    token = getattr(request, "auth", None)
-    return token if token is not None and hasattr(token, "token_hash") else None
+def acting_user(request):
+    """The person behind the request, or None for an API token (whose stand-in user is no row)."""
+    user = request.user
+    return user if caller_token(request) is None and getattr(user, "pk", None) else None
 
 
 def resolve_tenant_for_caller(request, tenant_id: str) -> tuple[Tenant, str | None]:
@@ -39,41 +41,13 @@ def resolve_tenant_for_caller(request, tenant_id: str) -> tuple[Tenant, str | No
     return tenant, membership.role
 
 
-class TenantRolePermission(permissions.BasePermission):
-    """Roles allowed per view: `read_roles` for safe methods, `write_roles` otherwise.
+class TenantAPIViewMixin:
+    """Resolves `self.tenant`, enters its scope for the whole view, checks the role.
 
-    API tokens act for their organization: a read token may read wherever
-    `tokens_allowed` is true, a read-write token may also write.
+    Who may call what is declared in `connector.api.access.ACCESS`, not on the view.
     """
 
-    message = "Your role in this organization does not allow this."
-
-    def has_permission(self, request, view) -> bool:
-        token = caller_token(request)
-        is_read = request.method in READ_METHODS
-        if token is not None:
-            if not getattr(view, "tokens_allowed", True):
-                self.message = "API tokens cannot use this endpoint; sign in as an administrator."
-                return False
-            if not is_read and not token.allows_writes:
-                self.message = "This API token is read-only; create a read-write token to make changes."
-                return False
-            if not is_read and not getattr(view, "token_writes_allowed", True):
-                self.message = "API tokens may read this but not change it; sign in as an administrator."
-                return False
-            return True
-        role = getattr(request, "tenant_role", None)
-        allowed = view.read_roles if is_read else view.write_roles
-        return role in allowed
-
-
-class TenantAPIViewMixin:
-    """Resolves `self.tenant`, enters its scope for the whole view, checks the role."""
-
-    permission_classes = [permissions.IsAuthenticated, TenantRolePermission]
-    read_roles: tuple[str, ...] = (Role.ADMINISTRATOR, Role.EHR_APPROVER, Role.VIEWER)
-    write_roles: tuple[str, ...] = (Role.ADMINISTRATOR,)
-    tokens_allowed = True
+    permission_classes = [permissions.IsAuthenticated, DeclaredAccess]
     tenant: Tenant
 
     def initial(self, request, *args, **kwargs):

@@ -2,16 +2,14 @@
 
     SMS_BACKEND = "sms.backends.console.ConsoleSmsBackend"
 
-Each text is printed as one block by whichever process sends it (the
-django-q worker in the demo), with the recipient masked to its last four
-digits:
+Each text is logged as one event (logger `sms.backends.console`, INFO) by
+whichever process sends it (the django-q worker in the demo), so it goes through
+the log redaction like every other line: the recipient is masked to its last
+four digits and the patient's join link is redacted (open visits from the
+sandbox EHR instead):
 
-    ----- SMS (console backend) -----
-    From: +18335550100
-    To:   …0123
-    Id:   console-5f0c...
-    Org A Health: reminder, your video visit is on ...
-    ---------------------------------
+    SMS (console backend) from +18335550100 to …0123, id console-5f0c...:
+    Org A Health: your video visit ... https://.../join/[redacted]/
 
 Numbers: `search_number` offers the first of +1 833 555 0100...0199 (toll-free)
 or +1 201 555 0100...0199 (local) that no PhoneNumber row holds; these are
@@ -24,10 +22,8 @@ reports never come, so printed texts stay "sent".
 
 from __future__ import annotations
 
-import sys
-import threading
+import logging
 import uuid
-from typing import TextIO
 
 from django.http import HttpRequest
 
@@ -47,7 +43,7 @@ from sms.backends.base import (
 
 TOLL_FREE_PREFIX = "+1833555"
 LOCAL_PREFIX = "+1201555"
-_lock = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 class ConsoleSmsBackend(BaseSmsBackend):
@@ -55,24 +51,13 @@ class ConsoleSmsBackend(BaseSmsBackend):
 
     name = "console"
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream
-
     def send(self, *, from_number: str, to_number: str, body: str) -> SentMessage:
         message_id = f"console-{uuid.uuid4().hex}"
-        rule = "-" * 33
-        block = (
-            f"----- SMS (console backend) -----\n"
-            f"From: {from_number}\n"
-            f"To:   {mask(to_number)}\n"
-            f"Id:   {message_id}\n"
-            f"{body}\n"
-            f"{rule}\n"
+        # One log event per text: lines from several threads never interleave, and the
+        # handler's redaction removes join links (and any phone number in the body).
+        logger.info(
+            "SMS (console backend) from %s to %s, id %s: %s", from_number, mask(to_number), message_id, body
         )
-        stream = self.stream or sys.stdout
-        with _lock:  # texts from several threads must not interleave
-            stream.write(block)
-            stream.flush()
         return SentMessage(provider_message_id=message_id)
 
     def search_number(self, *, country: str, toll_free: bool) -> AvailableNumber:

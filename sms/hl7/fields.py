@@ -6,6 +6,7 @@ of the feed; `parse.py` assembles a message from these pieces.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 
@@ -28,7 +29,8 @@ def value(
         found = segment.extract_field(1, field_no, repetition, component, subcomponent)
     except (IndexError, TypeError, ValueError):
         return ""
-    found = str(found).strip()
+    # An escaped NUL (\X00\) unescapes to a character PostgreSQL cannot store: dropped.
+    found = str(found).replace("\x00", "").strip()
     return "" if found == '""' else found
 
 
@@ -56,21 +58,9 @@ def dtm_parse(text: str) -> tuple[datetime, timedelta | None]:
     return hl7.parse_datetime(local), (-offset if sign == "-" else offset)
 
 
-def fixed_offset_zone(offset: timedelta) -> str | None:
-    """The IANA Etc zone of a whole-hour offset; POSIX inverts the sign (-05:00 is Etc/GMT+5)."""
-    seconds = int(offset.total_seconds())
-    if seconds % 3600:
-        return None
-    hours = seconds // 3600
-    if hours == 0:
-        return "UTC"
-    if not -12 <= hours <= 14:
-        return None
-    return f"Etc/GMT{-hours:+d}"
-
-
 # --- durations -------------------------------------------------------------------------
 
+_LONGEST_SECONDS = 366 * 86400  # any longer is no appointment; parse.py refuses past 24 hours anyway
 # fmt: off
 _UNITS = {
     "M": 60, "MIN": 60, "MINS": 60, "MINUTE": 60, "MINUTES": 60,
@@ -93,7 +83,8 @@ def duration_from(amount: str, unit_code: str, unit_text: str = "") -> timedelta
         return None
     unit = (unit_code or unit_text or "MIN").strip().upper()
     seconds = _UNITS.get(unit)
-    if seconds is None or number <= 0:
+    # NaN, inf and 1e400 are floats too, and timedelta refuses them (or anything past 999,999,999 days).
+    if seconds is None or not math.isfinite(number) or not 0 < number * seconds <= _LONGEST_SECONDS:
         return None
     return timedelta(seconds=number * seconds)
 
@@ -125,7 +116,7 @@ def _xtn_raw(pid: hl7.Segment, repetition: int) -> str:
     return re.split(r"[XxBbCc]", formatted, maxsplit=1)[0]
 
 
-def mobile_number(pid: hl7.Segment | None, *, default_region: str = "US") -> str:
+def mobile_number(pid: hl7.Segment | None, *, default_region: str = "") -> str:
     """The patient's best textable number in E.164 from PID-13, or "".
 
     Rank: cellular (XTN-3 = CP) for the primary residence (XTN-2 = PRN), then any

@@ -29,14 +29,15 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from sms.hl7.ack import ERROR, REJECT, ack_build
-from sms.hl7.ingest import MLLP, TlsClientIdentity, ingest_message, max_body_bytes
-from sms.hl7.parse import (
-    APPLICATION_INTERNAL_ERROR,
-    SEGMENT_SEQUENCE_ERROR,
-    HL7Error,
-    envelope_read,
-    er7_parse,
+from sms.hl7.ingest import (
+    MLLP,
+    TlsClientIdentity,
+    failure_answer,
+    header_read,
+    ingest_message,
+    max_body_bytes,
 )
+from sms.hl7.parse import APPLICATION_INTERNAL_ERROR, SEGMENT_SEQUENCE_ERROR
 from sms.models import SigningCertificate
 from tenants.models import TenantStatus
 from tenants.scoping import all_tenants
@@ -180,21 +181,12 @@ def server_ssl_context(*, certfile: str, keyfile: str | None, client_ca: str) ->
 # --- answering ------------------------------------------------------------------------------------
 
 
-def _header_of(payload: bytes):
-    """The envelope of a message we will not process (oversized, failed), if its MSH can be read."""
-    first = payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r", 1)[0]
-    try:
-        return envelope_read(er7_parse(first), check_type=False)
-    except HL7Error:
-        return None
-
-
 def answer(certificate: SigningCertificate, item: Frame, *, max_bytes: int) -> bytes | None:
     """The ACK for one frame, or None when the connection must be closed (no longer authorized)."""
     if item.oversize:
         logger.warning("mllp message larger than %d bytes refused", max_bytes)
         return ack_build(
-            _header_of(item.payload),
+            header_read(item.payload),
             REJECT,
             reason=f"the message is larger than {max_bytes} bytes",
             error_code=APPLICATION_INTERNAL_ERROR,
@@ -210,13 +202,11 @@ def answer(certificate: SigningCertificate, item: Frame, *, max_bytes: int) -> b
             peer=TlsClientIdentity(certificate.thumbprint_sha256),
         )
     except Exception as error:  # noqa: BLE001 - the sender must get an answer; no detail, it may hold PHI
+        # Only before the sender is authenticated (ingest_message answers everything after):
+        # the organization's set-up could not be read, which a resend may get past.
         logger.error("mllp message not processed: %s", type(error).__name__)
-        return ack_build(
-            _header_of(item.payload),
-            ERROR,
-            reason="the message could not be processed: send it again",
-            error_code=APPLICATION_INTERNAL_ERROR,
-        ).encode()
+        reason, code = failure_answer(error)
+        return ack_build(header_read(item.payload), ERROR, reason=reason, error_code=code).encode()
     if result.status_code == 200:
         return result.ack.encode()
     if result.status_code == 401:
@@ -224,7 +214,7 @@ def answer(certificate: SigningCertificate, item: Frame, *, max_bytes: int) -> b
     # Not HL7 at all (400) or too large (413): there is no header to answer, but the
     # sender waits for one ACK per frame.
     return ack_build(
-        _header_of(item.payload), REJECT, reason=result.error, error_code=SEGMENT_SEQUENCE_ERROR
+        header_read(item.payload), REJECT, reason=result.error, error_code=SEGMENT_SEQUENCE_ERROR
     ).encode()
 
 

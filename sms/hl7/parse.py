@@ -7,9 +7,11 @@ positions. Nothing here logs or keeps a field's content: errors name the field
 Field mapping (see docs/scheduling-feed.md for the full table):
 
 - start: TQ1-7, else SCH-11.4, else AIS-4 / AIL-6 / AIP-6 / AIG-8
-- duration: SCH-9 with SCH-10 units, else TQ1-8 (end), else SCH-11.5 (end),
-  else AIS-7/8, AIL-9/10, AIP-9/10, AIG-11/12, else 30 minutes (flagged)
-- identity: SCH-1 (placer ID), else SCH-2 (filler ID), within MSH-4
+- duration: TQ1-8 (end), else SCH-9 with SCH-10 units, else SCH-11.5 (end),
+  else AIS-7/8, AIL-9/10, AIP-9/10, AIG-11/12, else 30 minutes (flagged);
+  an absurd value in the first of TQ1-8, SCH-9, SCH-11.5 present is refused
+- identity: the field the endpoint's SMS settings name (SCH-2, the filler ID, by default),
+  within the organization and environment; never MSH-4
 - mobile number: PID-13, cellular (XTN-3 = CP) first
 - language: PID-15; department: AIL-3, else PV1-3
 """
@@ -28,7 +30,6 @@ import hl7
 from sms.hl7.fields import (
     dtm_parse,
     duration_from,
-    fixed_offset_zone,
     language_code,
     mobile_number,
     place,
@@ -39,6 +40,7 @@ from sms.services.appointments import SUPPORTED_EVENTS, SchedulingMessage
 
 DEFAULT_DURATION = timedelta(minutes=30)
 LONGEST_DURATION = timedelta(hours=24)  # longer is a unit mistake; it would keep the number for weeks
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2200  # what a scheduling message's dates may be
 
 # HL7 table 0357 (message error condition codes): the ones this feed answers with.
 SEGMENT_SEQUENCE_ERROR = "100"
@@ -63,8 +65,19 @@ ERROR_CODE_NAMES = {
 _VERSION = re.compile(r"^2\.[3-9](\.\d{1,2})?$")
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 # The segments an SIU is read from (see _siu); the others are checked, not parsed.
-SCHEDULING_SEGMENTS = frozenset({"MSH", "SCH", "TQ1", "PID", "PV1", "AIS", "AIL", "AIP", "AIG"})
-_SUPPORTED_TEXT = "only SIU scheduling messages S12, S13, S14, S15, S17 and S26 are accepted"
+SCHEDULING_SEGMENTS = frozenset({"MSH", "SCH", "TQ1", "ARQ", "PID", "PV1", "AIS", "AIL", "AIP", "AIG"})
+# Where an EHR may put its appointment ID (sms.models.AppointmentIdField), as words for errors.
+ID_FIELD_NAMES = {
+    "SCH-1": "placer appointment ID",
+    "SCH-2": "filler appointment ID",
+    "SCH-27": "filler order number",
+    "ARQ-2": "filler appointment ID",
+    "PV1-19": "visit number",
+}
+DEFAULT_ID_FIELD = "SCH-2"
+# Values senders put in an ID field when they have none: refused like an empty field.
+_PLACEHOLDER_ID = re.compile(r"^(?:0+|-+|\.+|N/?A|NONE|NULL|UNKNOWN|TBD|X+)$", re.IGNORECASE)
+_SUPPORTED_TEXT = "only SIU scheduling messages S12, S13, S14, S15, S16, S17 and S26 are accepted"
 
 
 @dataclass(frozen=True)
@@ -180,6 +193,7 @@ def er7_parse(body: bytes | str, *, only: frozenset[str] | None = None) -> hl7.M
             "not HL7: MSH must be followed by the field separator and encoding characters (MSH|^~\\&|)"
         )
     segments = [line for line in text.split("\r") if line.strip()]
+    _encoding_check(segments[0], separator)
     if sum(1 for line in segments if line.startswith("MSH" + separator)) > 1:
         first = _parse_segments(segments[:1])
         raise MalformedMessage(
@@ -199,6 +213,42 @@ def er7_parse(body: bytes | str, *, only: frozenset[str] | None = None) -> hl7.M
     if only is not None:
         segments = [line for line in segments if line[:3] in only or line.startswith("MSH")]
     return _parse_segments(segments)
+
+
+def _encoding_check(msh: str, separator: str) -> None:
+    """MSH-2 must be distinct punctuation: python-hl7 fails an assertion on anything else (a repeated ^)."""
+    end = msh.find(separator, 4)
+    encoding = msh[4:] if end < 0 else msh[4:end]
+    characters = separator + encoding
+    if (
+        2 <= len(encoding) <= 5
+        and len(set(characters)) == len(characters)
+        and all(not c.isalnum() and not c.isspace() and c.isprintable() for c in encoding)
+    ):
+        return
+    fields = msh.split(separator)
+    fields += [""] * (12 - len(fields))
+
+    def plain(text: str, limit: int) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]", "", text)[:limit]
+
+    code_and_trigger = [part for part in re.split(r"[^A-Za-z0-9]", fields[8]) if part] + ["", ""]
+    raise MalformedMessage(
+        "MSH-2 (encoding characters) must be distinct punctuation other than the field separator, "
+        "usually ^~\\&",
+        code=DATA_TYPE_ERROR,
+        location=Location("MSH", 2),
+        envelope=Envelope(
+            message_code=plain(code_and_trigger[0], 3).upper(),
+            trigger=plain(code_and_trigger[1], 3).upper(),
+            control_id=plain(fields[9], 200),
+            sending_application=plain(fields[2], 100),
+            sending_facility=plain(fields[3], 100),
+            version=plain(fields[11], 10),
+            raw_msh=tuple(plain(field, 100) for field in fields[2:12]),
+        ),
+        ack_code="AR",
+    )
 
 
 def _parse_segments(segments: list[str]) -> hl7.Message:
@@ -308,30 +358,44 @@ def _moment(text: str, name: str, location: Location, zone: ZoneInfo) -> tuple[d
             code=DATA_TYPE_ERROR,
             location=location,
         ) from error
+    if not EARLIEST_YEAR <= naive.year <= LATEST_YEAR:
+        # Years 1 and 9999 parse, then overflow when converted to UTC or given a duration.
+        raise MalformedMessage(
+            f"{name} is out of range: the year must be between {EARLIEST_YEAR} and {LATEST_YEAR}",
+            code=DATA_TYPE_ERROR,
+            location=location,
+        )
     if offset is None:
         return naive.replace(tzinfo=zone), None
     return naive.replace(tzinfo=dt_timezone(offset)), offset
 
 
 def _zone_for(start: datetime, offset: timedelta | None, endpoint_zone: str, notes: list[str]) -> str:
-    """Keep the endpoint's IANA zone (daylight saving keeps working) unless the sender's offset says otherwise."""
-    if offset is None or start.astimezone(_zone(endpoint_zone)).utcoffset() == offset:
-        return endpoint_zone
-    fixed = fixed_offset_zone(offset)
-    if fixed is None:
+    """The appointment's zone is the department's (the endpoint's IANA zone), whatever offset the sender used.
+
+    The offset only fixes the instant: interface engines stamp times in their own
+    host's zone or in UTC, and the patient must read "5:41 AM EST" for a New York
+    department, not the engine's 10:41 UTC. An offset the endpoint's zone does not
+    have at that instant is noted, so a wrong endpoint zone shows in the record.
+    """
+    if offset is not None and start.astimezone(_zone(endpoint_zone)).utcoffset() != offset:
         notes.append(
-            "the start time's UTC offset is not a whole number of hours: the endpoint's time zone is "
-            "used for quiet hours"
+            "the start time's UTC offset is not the endpoint's time zone's: texts use the endpoint's zone"
         )
-        return endpoint_zone
-    return fixed
+    return endpoint_zone
 
 
 # --- the SIU message -------------------------------------------------------------------
 
 
-def scheduling_parse(body: bytes | str, *, time_zone: str, default_region: str = "US") -> ParsedMessage:
+def scheduling_parse(
+    body: bytes | str, *, time_zone: str, default_region: str = "", id_field: str = DEFAULT_ID_FIELD
+) -> ParsedMessage:
     """Parse one SIU message. `time_zone` is the endpoint's IANA zone: times without an offset are read in it.
+
+    `id_field` is where the appointment ID is read ("SCH-2" by default, see ID_FIELD_NAMES);
+    `default_region` is the country of numbers written without a country code (the
+    endpoint's, see sms.phones.patient_region); empty: only numbers with one are usable.
 
     Raises NotHL7 (no MSH: nothing to acknowledge), UnsupportedMessage (another type
     or version: AR) or MalformedMessage (AE, or AR for an unusable header), each
@@ -340,13 +404,52 @@ def scheduling_parse(body: bytes | str, *, time_zone: str, default_region: str =
     message = er7_parse(body, only=SCHEDULING_SEGMENTS)
     envelope = envelope_read(message)
     try:
-        return _siu(message, envelope, time_zone, default_region)
+        return _siu(message, envelope, time_zone, default_region, id_field)
     except HL7Error as error:
         error.envelope = envelope
         raise
 
 
-def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_region: str) -> ParsedMessage:
+def appointment_id_read(message: hl7.Message, envelope: Envelope, id_field: str) -> str:
+    """The EHR's appointment ID from `id_field`; AE naming the field when it is empty or a placeholder.
+
+    The sending facility (MSH-4) is never part of it: one EHR's messages about one
+    appointment do not always come from the same facility code.
+    """
+    if id_field not in ID_FIELD_NAMES:
+        id_field = DEFAULT_ID_FIELD
+    segment_id, position = id_field.split("-")
+    name = f"{id_field} ({ID_FIELD_NAMES[id_field]})"
+    location = Location(segment_id, int(position))
+    found = value(_first(message, segment_id), int(position), 1)
+    if not found:
+        raise MalformedMessage(
+            f"{name} is empty: the appointment has no ID. This feed reads the appointment ID from "
+            f"{id_field}; send it there, or change the appointment ID field in the SMS settings",
+            location=location,
+        )
+    if _PLACEHOLDER_ID.match(found) or found.upper() in {
+        envelope.sending_application.upper(),
+        envelope.sending_facility.upper(),
+    }:
+        raise MalformedMessage(
+            f"{name} holds a placeholder or the sender's name, not an appointment ID: send the ID of "
+            f"the appointment there, or change the appointment ID field in the SMS settings",
+            code=DATA_TYPE_ERROR,
+            location=location,
+        )
+    return found[:200]
+
+
+def patient_key_read(pid: hl7.Segment | None) -> str:
+    """PID-3's first identifier with its assigning authority (CX-1^CX-4), or ""; hashed by the caller."""
+    identifier = value(pid, 3, 1)
+    return f"{identifier}^{value(pid, 3, 4)}" if identifier else ""
+
+
+def _siu(
+    message: hl7.Message, envelope: Envelope, time_zone: str, default_region: str, id_field: str
+) -> ParsedMessage:
     zone = _zone(time_zone)
     notes: list[str] = []
     msh = message[0]
@@ -360,11 +463,7 @@ def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_regio
     sch = _first(message, "SCH")
     if sch is None:
         raise MalformedMessage("SCH segment missing", code=SEGMENT_SEQUENCE_ERROR, location=Location("SCH"))
-    external_id = value(sch, 1) or value(sch, 2)
-    if not external_id:
-        raise MalformedMessage(
-            "SCH-1 and SCH-2 are both empty: the appointment has no ID", location=Location("SCH", 1)
-        )
+    external_id = appointment_id_read(message, envelope, id_field)
 
     tq1 = _first(message, "TQ1")
     resources = [
@@ -407,7 +506,9 @@ def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_regio
         event=envelope.trigger,
         message_time=message_time.astimezone(UTC),
         sending_facility=envelope.sending_facility[:200],
-        external_id=external_id[:200],
+        external_id=external_id,
+        patient=patient_key_read(pid),
+        id_field=id_field if id_field in ID_FIELD_NAMES else DEFAULT_ID_FIELD,
         start=start_utc,
         end=end_utc,
         phone=phone,
@@ -423,43 +524,59 @@ def _siu(message: hl7.Message, envelope: Envelope, time_zone: str, default_regio
 def _duration(
     sch, tq1, resources, start: datetime, zone: ZoneInfo, notes: list[str]
 ) -> tuple[timedelta, bool]:
-    """(duration, assumed): SCH-9/10, else an end time (TQ1-8, SCH-11.5), else the resources', else 30 minutes."""
+    """(duration, assumed): TQ1-8 (TQ1's end), else SCH-9/10, else SCH-11.5 (end), else the resources',
+    else 30 minutes.
 
-    def usable(found: timedelta | None, name: str) -> timedelta | None:
-        if found is None:
-            return None
-        if found <= timedelta(0) or found > LONGEST_DURATION:
-            notes.append(f"{name} gives a duration that is not between 0 and 24 hours: ignored")
-            return None
-        return found
-
-    amount = value(sch, 9)
-    if amount:
-        found = duration_from(amount, value(sch, 10, 1), value(sch, 10, 2))
-        if found is None:
-            notes.append("SCH-9/SCH-10 duration not understood: ignored")
-        elif usable(found, "SCH-9"):
-            return found, False
+    TQ1 is the timing segment of v2.5 and later; SCH-9/10 and SCH-11 stay for older
+    senders and often disagree with it (a "60 s" SCH-9/10 next to a one-hour TQ1), so
+    TQ1 wins. The first of TQ1-8, SCH-9/10 and SCH-11.5 that has a value is the one
+    used, and an absurd value there (an end before the start, a duration that is not a
+    positive number, longer than 24 hours, or in an unknown unit) is refused with an
+    AE naming it rather than silently replaced. Resource segments (several per message,
+    one per person or room) are a fallback: an unusable one is skipped.
+    """
+    start_utc = start.astimezone(UTC)
     for name, segment, field_no, component, location in (
         ("TQ1-8", tq1, 8, 1, Location("TQ1", 8)),
+        ("SCH-9", sch, 9, 1, Location("SCH", 9)),
         ("SCH-11.5", sch, 11, 5, Location("SCH", 11)),
     ):
         text = value(segment, field_no, component)
-        if text:
+        if not text:
+            continue
+        if name == "SCH-9":
+            found = duration_from(text, value(sch, 10, 1), value(sch, 10, 2))
+            if found is None:
+                raise MalformedMessage(
+                    "SCH-9/SCH-10 (appointment duration) is not a positive number in a known unit: "
+                    "send a number in SCH-9 and s, min, h or d in SCH-10",
+                    code=DATA_TYPE_ERROR,
+                    location=location,
+                )
+        else:
             end, _ = _moment(text, name, location, zone)
-            found = usable(end.astimezone(UTC) - start.astimezone(UTC), name)
-            if found:
-                return found, False
+            found = end.astimezone(UTC) - start_utc
+            if found <= timedelta(0):
+                raise MalformedMessage(
+                    f"{name} (end) is not after the start: send the end of the appointment",
+                    code=DATA_TYPE_ERROR,
+                    location=location,
+                )
+        if found > LONGEST_DURATION:
+            raise MalformedMessage(
+                f"{name} gives an appointment longer than 24 hours: check the end or the unit",
+                code=DATA_TYPE_ERROR,
+                location=location,
+            )
+        return found, False
     duration_fields = {"AIS": (7, 8), "AIL": (9, 10), "AIP": (9, 10), "AIG": (11, 12)}
     for segment_id, segment in resources:
         amount_field, unit_field = duration_fields[segment_id]
         amount = value(segment, amount_field)
         if amount:
-            found = usable(
-                duration_from(amount, value(segment, unit_field, 1), value(segment, unit_field, 2)),
-                f"{segment_id}-{amount_field}",
-            )
-            if found:
+            found = duration_from(amount, value(segment, unit_field, 1), value(segment, unit_field, 2))
+            if found is not None and timedelta(0) < found <= LONGEST_DURATION:
                 return found, False
-    notes.append("no duration in SCH-9, TQ1-8 or AIS/AIL/AIP: 30 minutes assumed")
+            notes.append(f"{segment_id}-{amount_field} gives no duration between 0 and 24 hours: ignored")
+    notes.append("no duration in TQ1-8, SCH-9 or AIS/AIL/AIP: 30 minutes assumed")
     return DEFAULT_DURATION, True

@@ -3,6 +3,7 @@
 from sms.models.appointments import Appointment, AppointmentStatus, ProcessedMessage
 from sms.models.messages import MessageKind, MessageState, OptOut, OutboundMessage, PendingDeliveryReport
 from sms.models.setup import (
+    AppointmentIdField,
     NumberState,
     PhoneNumber,
     SigningCertificate,
@@ -25,5 +26,6 @@ __all__ = [
     "SigningCertificate",
     "SmsConsent",
     "SmsSettings",
+    "AppointmentIdField",
     "TollFreeVerification",
 ]

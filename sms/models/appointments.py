@@ -29,8 +29,14 @@ class Appointment(TenantOwnedModel):
     endpoint = models.ForeignKey(
         "connector.FhirEndpoint", on_delete=models.CASCADE, related_name="appointments"
     )
+    # The appointment's identity is the EHR's ID within the organization and environment
+    # (see AppointmentIdField): never the sending facility, which one EHR's messages of
+    # one appointment do not always agree on. Kept for support, not for matching.
+    environment = models.CharField(max_length=12, default="test")
     sending_facility = models.CharField(max_length=200, blank=True)
-    external_id = models.CharField(max_length=200, help_text="SCH-1 or SCH-2: the EHR's appointment ID.")
+    external_id = models.CharField(
+        max_length=200, help_text="The EHR's appointment ID, from the field the SMS settings name (SCH-2 by default)."
+    )
     start = models.DateTimeField()
     end = models.DateTimeField()
     time_zone = models.CharField(max_length=64, default="UTC")
@@ -44,14 +50,19 @@ class Appointment(TenantOwnedModel):
     phone_purged_at = models.DateTimeField(null=True, blank=True)
     # The newest message applied (MSH-7): an older message never undoes newer state.
     state_as_of = models.DateTimeField()
+    # Keyed hash of the patient's identifier (PID-3): tells an appointment ID reused for
+    # another patient (a constant in the chosen field) from an update. Not reversible.
+    patient_key = models.CharField(max_length=64, blank=True)
+    # The short link's code (/j/<code>): 128 random bits, made when the first text with a link is sent.
+    join_code = models.CharField(max_length=32, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "sending_facility", "external_id"],
-                name="one_appointment_per_facility_and_id",
+                fields=["tenant", "environment", "external_id"],
+                name="one_appointment_per_environment_and_id",
             )
         ]
         indexes = [models.Index(fields=["end", "phone_purged_at"])]

@@ -114,6 +114,16 @@ class PhoneNumber(TenantOwnedModel):
         return self.toll_free and self.verification != TollFreeVerification.VERIFIED
 
 
+class AppointmentIdField(models.TextChoices):
+    """Where the EHR puts its own ID of an appointment (see docs/scheduling-feed.md, "Appointment identity")."""
+
+    FILLER = "SCH-2", "SCH-2 filler appointment ID (default: Epic, Oracle Health, most engines)"
+    PLACER = "SCH-1", "SCH-1 placer appointment ID"
+    FILLER_ORDER = "SCH-27", "SCH-27 filler order number"
+    ARQ_FILLER = "ARQ-2", "ARQ-2 filler appointment ID (engines that forward the request segment)"
+    VISIT_NUMBER = "PV1-19", "PV1-19 visit number (Epic's contact serial number)"
+
+
 def default_lead_minutes() -> list[int]:
     return [24 * 60, 60]
 
@@ -151,6 +161,20 @@ class SmsSettings(TenantOwnedModel):
     contact = models.CharField(
         max_length=200, blank=True, help_text="Shown in answers to HELP, e.g. a phone number."
     )
+    appointment_id_field = models.CharField(
+        "appointment ID field",
+        max_length=8,
+        choices=AppointmentIdField.choices,
+        default=AppointmentIdField.FILLER,
+        help_text="The field of the scheduling messages that holds the EHR's appointment ID.",
+    )
+    phone_region = models.CharField(
+        "patients' country",
+        max_length=2,
+        blank=True,
+        help_text="Two-letter country (ISO 3166) of patients' numbers written without a country code; "
+        "empty: the country of the sending number.",
+    )
 
     history = HistoricalRecords()
 
@@ -181,6 +205,9 @@ class SigningCertificate(TenantOwnedModel):
     )
     uploaded_at = models.DateTimeField(auto_now_add=True)
     active = models.BooleanField(default=True)
+    expiry_warned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the administrators were e-mailed that it expires soon."
+    )
 
     history = HistoricalRecords()
 

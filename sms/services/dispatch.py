@@ -37,7 +37,8 @@ from sms.models import MessageKind, MessageState, OptOut, OutboundMessage, SmsSe
 from sms.phones import number_hash, number_hashes, phone_hash_key_id, region_of
 from sms.selectors import number_is_opted_out, sending_blocker
 from sms.services.caps import patient_cap_reason
-from sms.texts import DATE_FORMATS, TIME_FORMATS, render, template_for
+from sms.services.links import short_join_link
+from sms.texts import patient_date, patient_time, render, template_for
 from tenants.scoping import all_tenants, tenant_scope
 
 logger = logging.getLogger(__name__)
@@ -162,21 +163,8 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _join_link(message: OutboundMessage) -> str:
-    from connector.services.visits import join_token_make, participant_id_for, visit_get_or_create
-
-    appointment = message.appointment
-    visit = visit_get_or_create(
-        endpoint=appointment.endpoint,
-        appointment_id=appointment.external_id,
-        scheduled_start=appointment.start,
-        scheduled_end=appointment.end,
-    )
-    token = join_token_make(
-        visit=visit,
-        role="patient",
-        participant_id=participant_id_for("patient", f"appointment:{appointment.pk}"),
-    )
-    return f"{settings.PUBLIC_BASE_URL}/join/{token}/"
+    """The short link (/j/<code>): one GSM-7 segment for the default texts (sms/services/links.py)."""
+    return short_join_link(message.appointment)
 
 
 def render_body(message: OutboundMessage, settings_row: SmsSettings | None) -> str:
@@ -185,12 +173,12 @@ def render_body(message: OutboundMessage, settings_row: SmsSettings | None) -> s
     appointment = message.appointment
     language = appointment.language or (settings_row.default_language if settings_row else "en")
     templates = settings_row.templates if settings_row else {}
-    local = appointment.start.astimezone(_zone(appointment.time_zone))
-    lang = language if language in DATE_FORMATS else "en"
+    # The appointment's zone is its department's (the endpoint's): the patient reads local time.
+    zone = _zone(appointment.time_zone)
     values = {
         "organization": message.tenant.name,
-        "date": local.strftime(DATE_FORMATS[lang]),
-        "time": local.strftime(TIME_FORMATS[lang]).lstrip("0"),
+        "date": patient_date(appointment.start, zone, language),
+        "time": patient_time(appointment.start, zone, language),
         "contact": settings_row.contact if settings_row else "",
         "link": _join_link(message) if message.kind != MessageKind.CANCELLATION else "",
     }

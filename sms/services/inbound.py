@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -24,9 +25,24 @@ from tenants.scoping import all_tenants, tenant_scope
 
 logger = logging.getLogger(__name__)
 
-STOP_WORDS = {"STOP", "END", "CANCEL", "UNSUBSCRIBE", "QUIT", "REVOKE", "OPTOUT", "STOPALL"}
+# The industry's opt-out, opt-in and help keywords (CTIA; what Twilio and Azure Communication
+# Services also act on), matched in any case, with surrounding spaces and trailing punctuation.
+STOP_WORDS = {"STOP", "STOPALL", "QUIT", "END", "REVOKE", "OPT OUT", "OPTOUT", "CANCEL", "UNSUBSCRIBE"}
 START_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
+_KEYWORDS = STOP_WORDS | START_WORDS | HELP_WORDS
+
+
+def keyword_of(body: str) -> str:
+    """The keyword a patient's text starts with ("OPT OUT" for "opt-out", " Opt  out! "), or "".
+
+    The first word decides ("stop please" opts out); "OPT OUT" is the one keyword of
+    two words, also written "opt-out" or "optout".
+    """
+    words = re.sub(r"[^\w\s-]", " ", body).upper().replace("-", " ").split()
+    if len(words) >= 2 and " ".join(words[:2]) in _KEYWORDS:
+        return " ".join(words[:2])
+    return words[0] if words and words[0] in _KEYWORDS else ""
 
 
 def _answer(number: PhoneNumber, to: str, kind: str, reference: str) -> OutboundMessage | None:
@@ -67,8 +83,7 @@ def inbound_handle(text: InboundText) -> str:
     if number is None:
         logger.info("inbound text to a number that is not ours")
         return "ignored: unknown receiving number"
-    words = text.body.strip().upper().split()
-    keyword = words[0] if words else ""
+    keyword = keyword_of(text.body)
     hashes = number_hashes(sender)  # every PHONE_HASH_KEY: an opt-out made under a rotated key counts
     hashed = hashes[0]
     with tenant_scope(number.tenant):

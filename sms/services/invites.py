@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from connector.background import queue_after_commit
 from connector.models import GuestInvite
 from sms.models import OutboundMessage, SmsSettings
-from sms.phones import InvalidPhoneNumber, last_four, number_hash, to_e164
+from sms.phones import InvalidPhoneNumber, last_four, number_hash, number_hashes, patient_region, to_e164
 from sms.selectors import number_is_opted_out, sending_blocker
 from sms.texts import render, template_for
 
@@ -18,16 +18,18 @@ def guest_invite_text(*, invite: GuestInvite, phone: str, link: str) -> Outbound
     visit = invite.visit
     if invite.revoked_at is not None:
         raise ValidationError("This guest link was revoked; create a new one.")
-    try:
-        number = to_e164(phone)
-    except InvalidPhoneNumber as error:
-        raise ValidationError({"phone": "That is not a phone number; include the area code."}) from error
     settings_row = SmsSettings.objects.filter(endpoint=visit.endpoint).select_related("phone_number").first()
+    region = patient_region(settings_row)
+    try:
+        number = to_e164(phone, default_region=region)
+    except InvalidPhoneNumber as error:
+        hint = "include the area code" if region else "include the country code, e.g. +1 415 555 0100"
+        raise ValidationError({"phone": f"That is not a phone number; {hint}."}) from error
     blocker = sending_blocker(visit.tenant, settings_row)
     if blocker:
         raise ValidationError(f"Texts cannot be sent for this visit: {blocker} Copy the link instead.")
     hashed = number_hash(number)
-    if number_is_opted_out(visit.tenant, hashed):
+    if number_is_opted_out(visit.tenant, number_hashes(number)):  # every PHONE_HASH_KEY
         raise ValidationError(
             "This number has opted out of texts from your organization. Copy the link instead."
         )

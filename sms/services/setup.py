@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from datetime import time
 
+import phonenumbers
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from connector.models import FhirEndpoint
-from sms.models import NumberState, PhoneNumber, SmsConsent, SmsSettings
+from sms.models import AppointmentIdField, NumberState, PhoneNumber, SmsConsent, SmsSettings
 from sms.texts import SHIPPED, template_problems
 from tenants.models import Tenant
 
@@ -76,7 +77,10 @@ def sms_settings_update(
     default_language: str,
     contact: str = "",
     templates: dict | None = None,
+    appointment_id_field: str | None = None,
+    phone_region: str | None = None,
 ) -> SmsSettings:
+    """Save an endpoint's SMS settings; `appointment_id_field` and `phone_region` are kept when None."""
     if phone_number is not None:
         if phone_number.tenant_id != endpoint.tenant_id:
             raise ValidationError({"phone_number": "That number belongs to another organization."})
@@ -93,6 +97,16 @@ def sms_settings_update(
                 problems[f"{language}.{kind}"] = f"Unknown message type {kind}."
             elif text and template_problems(text):
                 problems[f"{language}.{kind}"] = " ".join(template_problems(text))
+    if appointment_id_field is not None and appointment_id_field not in AppointmentIdField.values:
+        raise ValidationError(
+            {"appointment_id_field": f"Choose one of {', '.join(AppointmentIdField.values)}."}
+        )
+    if phone_region:
+        phone_region = phone_region.strip().upper()
+        if phone_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValidationError(
+                {"phone_region": "Not a country code: give two letters such as US, CA or GB, or leave it empty."}
+            )
     if problems:
         raise ValidationError({"templates": [f"{k}: {v}" for k, v in problems.items()]})
     row, _ = SmsSettings.objects.get_or_create(tenant=endpoint.tenant, endpoint=endpoint)
@@ -104,6 +118,10 @@ def sms_settings_update(
     row.quiet_hours_end = quiet_hours_end
     row.default_language = default_language
     row.contact = contact.strip()
+    if appointment_id_field is not None:
+        row.appointment_id_field = appointment_id_field
+    if phone_region is not None:
+        row.phone_region = phone_region
     if templates is not None:
         # Empty texts (and languages left with none) mean the shipped ones: not stored.
         row.templates = {
