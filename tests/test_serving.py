@@ -77,3 +77,15 @@ def test_gunicorn_serves_the_application_with_the_projects_configuration(tmp_pat
             server.communicate()
     assert server.returncode == 0, output
     assert "Booting worker" in output and "GET /healthz" not in output  # no access log (tokens in URLs)
+
+
+def test_a_text_lease_outlasts_the_task_timeout_whatever_the_settings(settings):
+    from datetime import timedelta
+
+    from sms.services.dispatch import lease_length
+
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 15}
+    settings.SMS_SEND_LEASE_SECONDS = 30
+    assert lease_length() == timedelta(seconds=30)  # the chaos bench's short lease
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 120}
+    assert lease_length() == timedelta(seconds=240)  # never shorter than twice the timeout
