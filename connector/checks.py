@@ -19,6 +19,30 @@ def check_field_encryption(app_configs, **kwargs):
     return []
 
 
+@register(Tags.security, deploy=True)
+def check_phone_hash_key(app_configs, **kwargs):
+    """Opt-outs are found by a hash keyed by PHONE_HASH_KEY; keyed by SECRET_KEY they die with a rotation."""
+    keys = settings.PHONE_HASH_KEY
+    if not keys:
+        return [
+            Error(
+                "PHONE_HASH_KEY is empty: opt-outs are keyed by SECRET_KEY, and rotating it would forget every STOP.",
+                hint="Set PHONE_HASH_KEY to a new random key followed by the current SECRET_KEY, "
+                "then run `manage.py rehash_phone_numbers` (docs/sms.md, Opt-out keys).",
+                id="connector.E006",
+            )
+        ]
+    if any(len(key) < 32 for key in keys):
+        return [
+            Error(
+                "PHONE_HASH_KEY holds a key shorter than 32 characters.",
+                hint="python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                id="connector.E007",
+            )
+        ]
+    return []
+
+
 @register(Tags.security)
 def check_sign_in(app_configs, **kwargs):
     if not settings.ENTRA_CONFIGURED and not settings.DEMO_SIGN_IN and not settings.DEBUG:

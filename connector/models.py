@@ -7,7 +7,7 @@ from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
-from tenants.scoping import TenantOwnedModel
+from tenants.scoping import TenantOwnedModel, setup_scoped_manager
 
 
 class Environment(models.TextChoices):
@@ -32,6 +32,8 @@ def _time_zone_choices() -> list[tuple[str, str]]:
 
 class FhirEndpoint(TenantOwnedModel):
     """One FHIR R4 base URL of the organization's EHR, in one environment."""
+
+    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="fhir_endpoints")
     base_url = models.URLField(

@@ -50,6 +50,10 @@ MLLP_PUBLIC_ADDRESS: str = env.str("MLLP_PUBLIC_ADDRESS", default="")
 # Fernet keys for field-level encryption, newest first; older keys keep decrypting
 # rows written before a rotation (see connector/encryption.py).
 FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Keys of the phone-number hash that finds opt-outs (sms/phones.py), current first; lookups
+# try them all. Its own key, so rotating SECRET_KEY never forgets a STOP. Unset: SECRET_KEY
+# (development only). Rotate with `manage.py rehash_phone_numbers`.
+PHONE_HASH_KEY: list[str] = env.list("PHONE_HASH_KEY", default=[])
 
 # Microsoft Entra ID (multi-tenant app registration) for organization sign-in.
 SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY: str = env.str("ENTRA_CLIENT_ID", default="")
@@ -97,10 +101,15 @@ GRAPH_WEBHOOK_CLIENT_STATE: str = env.str("GRAPH_WEBHOOK_CLIENT_STATE", default=
 # patient's number is kept after the visit ends.
 SMS_BACKEND: str = env.str("SMS_BACKEND", default="sms.backends.console.ConsoleSmsBackend")
 SMS_RATE_PER_NUMBER: float = env.float("SMS_RATE_PER_NUMBER", default=1.0)
+# Shortest lease of a text being sent (it is at least twice Q_TIMEOUT anyway): after it, a text
+# whose dispatcher died is reconciled with the provider (sms/services/recovery.py).
+SMS_SEND_LEASE_SECONDS: int = env.int("SMS_SEND_LEASE_SECONDS", default=300)
 SMS_PHONE_GRACE_HOURS: int = env.int("SMS_PHONE_GRACE_HOURS", default=24)
 HL7_MAX_BODY_BYTES: int = env.int("HL7_MAX_BODY_BYTES", default=64 * 1024)
 # Seconds a worker keeps an organization's feed setup (certificate, endpoint, SMS
-# settings, consent) between messages; see sms/hl7/feed_setup.py. 0: read it every time.
+# settings, consent) between messages; a change in any process is seen by all within a
+# second (a token in the shared cache), this bounds changes made outside the ORM;
+# see sms/hl7/feed_setup.py. 0: read it every time.
 HL7_FEED_SETUP_CACHE_SECONDS: float = env.float("HL7_FEED_SETUP_CACHE_SECONDS", default=10.0)
 TWILIO_ACCOUNT_SID: str = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN: str = env.str("TWILIO_AUTH_TOKEN", default="")
@@ -127,6 +136,13 @@ def _refuse_half_configured_production() -> None:
         problems.append(
             "FIELD_ENCRYPTION_KEYS must list at least one Fernet key "
             "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+        )
+    if not PHONE_HASH_KEY or any(len(key) < 32 for key in PHONE_HASH_KEY):
+        problems.append(
+            "PHONE_HASH_KEY must list at least one random key of 32+ characters, current first "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))'); an installation that "
+            "already has opt-outs lists its SECRET_KEY after the new key, then runs "
+            "manage.py rehash_phone_numbers"
         )
     if not ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS must name the host names this service answers to")
@@ -240,8 +256,9 @@ else:
 Q_CLUSTER: dict = {
     "name": "connector",
     "workers": env.int("Q_WORKERS", default=2),
-    "timeout": 120,
-    "retry": 180,
+    # A task running longer is killed; every lease is longer than this (docs/architecture.md).
+    "timeout": env.int("Q_TIMEOUT", default=120),
+    "retry": env.int("Q_TIMEOUT", default=120) + 60,
     "max_attempts": 5,
     "catch_up": False,
     "save_limit": 1000,

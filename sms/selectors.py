@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sms.models import NumberState, OptOut, SmsConsent, SmsSettings
 from tenants.models import Tenant
 
 
-def number_is_opted_out(tenant: Tenant, hashed_number: str) -> bool:
-    return OptOut.objects.filter(tenant=tenant, number_hash=hashed_number, active=True).exists()
+def number_is_opted_out(tenant: Tenant, hashed_number: str | Iterable[str]) -> bool:
+    """Whether the number opted out; pass all its hashes (`number_hashes`) so a rotated key still finds it."""
+    hashes = [hashed_number] if isinstance(hashed_number, str) else list(hashed_number)
+    return OptOut.objects.filter(tenant=tenant, number_hash__in=hashes, active=True).exists()
 
 
 UNREAD = object()  # "not read yet": callers that already have a row pass it, even None

@@ -12,6 +12,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from tenants.scoping import TenantOwnedModel
+from tenants.setup_changes import SetupManager
 
 
 def validate_microsoft_tenant_id(value: str) -> None:
@@ -81,6 +82,7 @@ class Tenant(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = SetupManager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
     history = HistoricalRecords()
 
     class Meta:

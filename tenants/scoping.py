@@ -27,7 +27,7 @@ from django_scopes.exceptions import ScopeError
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
-__all__ = ["ScopeError", "TenantOwnedModel", "all_tenants", "tenant_scope"]
+__all__ = ["ScopeError", "TenantOwnedModel", "all_tenants", "setup_scoped_manager", "tenant_scope"]
 
 
 @contextmanager
@@ -54,3 +54,10 @@ class TenantOwnedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+def setup_scoped_manager():
+    """The scoped manager of a model that is part of an organization's feed setup (tenants/setup_changes.py)."""
+    from tenants.setup_changes import SetupManager
+
+    return ScopedManager(tenant="tenant", _manager_class=SetupManager)

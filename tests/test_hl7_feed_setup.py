@@ -2,8 +2,9 @@
 
 What that must never cost: a replaced certificate that is refused, a setup
 finished in the portal that is not used, a text to an opted-out number, a
-number that opted back in and gets nothing. A change made "in another
-process" is simulated with queryset updates, which send no signals.
+number that opted back in and gets nothing. Query-set updates send no
+signals; they move the shared setup token themselves. Changes made in a real
+second process: tests/test_feed_setup_processes.py.
 """
 
 from __future__ import annotations
@@ -79,15 +80,11 @@ def test_a_change_saved_in_this_process_reaches_the_next_message(client, feed):
     assert post(client, feed, other_appointment(NEW, 2)).status_code == 404
 
 
-def test_a_change_made_elsewhere_is_seen_once_the_kept_setup_expires(client, feed, settings):
+def test_a_query_set_update_reaches_the_next_message(client, feed):
     assert msa(post(client, feed, NEW))[0] == "AA"
-    with all_tenants():
+    with all_tenants():  # no signal: the query set moves the setup token itself
         Tenant.objects.filter(pk=feed.tenant.pk).update(status=TenantStatus.SUSPENDED)
-    # Within HL7_FEED_SETUP_CACHE_SECONDS this process still knows the organization as enabled...
-    assert msa(post(client, feed, other_appointment(NEW, 2)))[0] == "AA"
-    # ...and reads it again once that time is up (0: at once).
-    settings.HL7_FEED_SETUP_CACHE_SECONDS = 0
-    assert post(client, feed, other_appointment(NEW, 3)).status_code == 404
+    assert post(client, feed, other_appointment(NEW, 2)).status_code == 404
 
 
 def test_nothing_is_scheduled_for_a_number_that_opted_out(client, feed):
@@ -117,9 +114,10 @@ def test_a_number_that_opted_out_elsewhere_is_never_texted(client, feed, setting
         OptOut.objects.bulk_create(
             [OptOut(tenant=feed.tenant, number_hash=number_hash(PATIENT), number_last_four="0123")]
         )
-    # The feed may still schedule texts for it; the dispatcher checks opt-outs when it sends.
+    # bulk_create moved the setup token: the next message schedules nothing for it, and the
+    # dispatcher checks opt-outs when it sends the texts scheduled before.
     assert msa(post(client, feed, other_appointment(NEW, 2)))[0] == "AA"
-    assert len(texts(feed.tenant)) == 6
+    assert len(texts(feed.tenant)) == 3
     messages_dispatch()
     assert locmem.outbox == []
     sent_or_due = [text for text in texts(feed.tenant) if text.state != MessageState.SCHEDULED]

@@ -13,9 +13,16 @@ under three rules that keep it safe:
   message, so finishing the setup in the portal takes effect at once;
 - a sender refused against a kept certificate is checked once more against a
   fresh read (see `ingest_message`), so an uploaded replacement works at once;
-- saving or deleting any of these rows in this process forgets everything kept,
-  so the portal and admin of a single-process deployment, and the tests, never
-  see a stale setup.
+- any change to these rows (a save, a delete, a query set's `.update()`,
+  `.delete()`, `bulk_create()` or `bulk_update()`) forgets everything kept in
+  this process at once, and moves a token in the shared cache when it commits
+  (`tenants/setup_changes.py`); every process looks at that token at most every
+  `TOKEN_CHECK_SECONDS` (0.5 s) and forgets what it kept when the token moved.
+  So a suspended organization or a withdrawn certificate is refused by every
+  web process and MLLP listener within a second. When the shared cache cannot
+  be read nothing is kept;
+- memory is bounded: at most `MAX_KEPT_ENTRIES` organizations per store, the
+  least recently used forgotten first.
 
 Opt-outs are kept the same way, as the set of the organization's opted-out
 numbers (keyed hashes), and only to save a query per message: a number found in
@@ -24,10 +31,9 @@ not in it is trusted, because nothing relies on that answer to keep a text from
 an opted-out number: STOP cancels the texts already scheduled and the dispatcher
 checks every text against the opt-outs when it sends.
 
-A change made in another process (a suspended organization, a withdrawn
-certificate, other SMS settings) reaches this one within the TTL. Sending does
-not rely on what was kept here: the dispatcher checks consent, the number and
-opt-outs again when it sends.
+The TTL stays as a second line: a write made outside the ORM (SQL typed into
+psql) reaches every process within it. Sending does not rely on what was kept
+here: the dispatcher checks consent, the number and opt-outs again when it sends.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
+from cachetools import LRUCache
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 
@@ -45,6 +52,7 @@ from sms.models import NumberState, OptOut, PhoneNumber, SigningCertificate, Sms
 from sms.selectors import number_is_opted_out
 from tenants.models import Tenant, TenantStatus
 from tenants.scoping import all_tenants
+from tenants.setup_changes import current_token, on_local_change, setup_changed
 
 DEFAULT_CACHE_SECONDS = 10.0
 # Most endpoints an organization's feed is matched against (see `_feed_endpoint`).
@@ -77,35 +85,70 @@ class FeedSetup:
 
 
 _lock = threading.Lock()
-_tenants: dict[str, tuple[float, Tenant]] = {}
-_setups: dict[tuple[int, str], tuple[float, FeedSetup]] = {}
-_opt_outs: dict[int, tuple[float, frozenset[str]]] = {}
+# Bounded: a process keeps at most this many organizations' (and setups', opt-out sets') entries,
+# the least recently used going first; a deployment with more organizations reads the rest each time.
+MAX_KEPT_ENTRIES = 2_000
+_tenants: LRUCache = LRUCache(maxsize=MAX_KEPT_ENTRIES)
+_setups: LRUCache = LRUCache(maxsize=MAX_KEPT_ENTRIES)
+_opt_outs: LRUCache = LRUCache(maxsize=MAX_KEPT_ENTRIES)
+# How often this process looks at the shared setup token (tenants/setup_changes.py): a change
+# made in another process is seen within this time after it commits.
+TOKEN_CHECK_SECONDS = 0.5
+_token = {"value": None, "checked_at": float("-inf")}
 
 
 def _cache_seconds() -> float:
     return float(getattr(settings, "HL7_FEED_SETUP_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
 
 
-def _kept(store: dict, key):
+def _token_is_current() -> bool:
+    """Whether what is kept may be used: the shared token has not moved since it was kept.
+
+    Forgets everything when it moved. False when the shared cache cannot be read.
+    """
+    now = time.monotonic()
+    with _lock:
+        if now - _token["checked_at"] < TOKEN_CHECK_SECONDS and _token["value"] is not None:
+            return True
+    token = current_token()  # outside the lock: a round trip to Redis or the database
+    with _lock:
+        if token is None or token != _token["value"]:
+            _forget_locked()
+        _token["value"] = token
+        _token["checked_at"] = now
+    return token is not None
+
+
+def _kept(store: LRUCache, key):
+    seconds = _cache_seconds()
+    if seconds <= 0 or not _token_is_current():
+        return None
     with _lock:
         entry = store.get(key)
-    if entry is None or time.monotonic() - entry[0] >= _cache_seconds():
+    if entry is None or time.monotonic() - entry[0] >= seconds:
         return None
     return entry[1]
 
 
-def _keep(store: dict, key, value) -> None:
+def _keep(store: LRUCache, key, value) -> None:
     if _cache_seconds() > 0:
         with _lock:
             store[key] = (time.monotonic(), value)
 
 
-def feed_setup_forget(**_signal_kwargs) -> None:
+def _forget_locked() -> None:
+    _tenants.clear()
+    _setups.clear()
+    _opt_outs.clear()
+
+
+def feed_setup_forget() -> None:
     """Drop everything kept (a setup row changed in this process; tests)."""
     with _lock:
-        _tenants.clear()
-        _setups.clear()
-        _opt_outs.clear()
+        _forget_locked()
+
+
+on_local_change(feed_setup_forget)
 
 
 def feed_tenant(microsoft_tenant_id: str) -> Tenant | None:
@@ -148,8 +191,11 @@ def feed_setup(tenant: Tenant, environment: str, *, fresh: bool = False) -> Feed
     return setup
 
 
-def feed_number_opted_out(tenant: Tenant, hashed_number: str) -> bool:
-    """Whether the number (its keyed hash) opted out of the organization's texts; inside the tenant's scope."""
+def feed_number_opted_out(tenant: Tenant, hashed_numbers: tuple[str, ...]) -> bool:
+    """Whether the number (its keyed hashes, `number_hashes`) opted out of the organization's texts.
+
+    Call inside the tenant's scope.
+    """
     kept = _kept(_opt_outs, tenant.pk)
     if kept is None:
         hashes = list(
@@ -159,8 +205,8 @@ def feed_number_opted_out(tenant: Tenant, hashed_number: str) -> bool:
         )
         kept = _TOO_MANY if len(hashes) > MAX_KEPT_OPT_OUTS else frozenset(hashes)
         _keep(_opt_outs, tenant.pk, kept)
-    if kept is _TOO_MANY or hashed_number in kept:
-        return number_is_opted_out(tenant, hashed_number)  # read fresh: it may have opted back in
+    if kept is _TOO_MANY or not kept.isdisjoint(hashed_numbers):
+        return number_is_opted_out(tenant, hashed_numbers)  # read fresh: it may have opted back in
     return False
 
 
@@ -182,8 +228,7 @@ def _feed_endpoint(tenant: Tenant, environment: str) -> FhirEndpoint | None:
     return usable[0] if usable else None
 
 
+# Saves and deletes (the query sets' own write paths move the token through SetupQuerySet).
 for _model in (Tenant, SigningCertificate, FhirEndpoint, SmsSettings, PhoneNumber, SmsConsent, OptOut):
-    post_save.connect(feed_setup_forget, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-saved")
-    post_delete.connect(
-        feed_setup_forget, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-deleted"
-    )
+    post_save.connect(setup_changed, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-saved")
+    post_delete.connect(setup_changed, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-deleted")

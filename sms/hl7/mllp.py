@@ -8,8 +8,8 @@ certificate that chains to `--client-ca`; the connection is then accepted only i
 the SHA-256 thumbprint of that certificate is an organization's active uploaded
 signing certificate, which decides the organization and the environment. The
 same check is repeated for every message (see `TlsClientIdentity`), so replacing
-the certificate in the portal cuts off a connection that is already open (within
-HL7_FEED_SETUP_CACHE_SECONDS, the time this process may keep the old one).
+the certificate in the portal cuts off a connection that is already open (within a
+second, in every listener: the feed setup's shared token, sms/hl7/feed_setup.py).
 
 The protocol pieces (`FrameReader`, `frame`, `MllpServer`) do not depend on the
 management command, so tests run them directly.

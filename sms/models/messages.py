@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from connector.encryption import EncryptedTextField
-from tenants.scoping import TenantOwnedModel
+from tenants.scoping import TenantOwnedModel, setup_scoped_manager
 
 
 class MessageKind(models.TextChoices):
@@ -89,8 +89,15 @@ class OutboundMessage(TenantOwnedModel):
 class OptOut(TenantOwnedModel):
     """A number that said STOP to this organization. Never texted again until START."""
 
+    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
+
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     number_hash = models.CharField(max_length=64)
+    hash_key_id = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="Which PHONE_HASH_KEY made the hash (a fingerprint, sms/phones.py); empty: not recorded.",
+    )
     number_last_four = models.CharField(max_length=4)
     opted_out_at = models.DateTimeField(default=timezone.now)
     opted_in_at = models.DateTimeField(null=True, blank=True)

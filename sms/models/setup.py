@@ -8,11 +8,13 @@ from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from tenants.scoping import TenantOwnedModel
+from tenants.scoping import TenantOwnedModel, setup_scoped_manager
 
 
 class SmsConsent(TenantOwnedModel):
     """The two confirmations the organization gives. Nothing is sent without both."""
+
+    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, related_name="sms_consent")
     on_behalf_confirmed_by = models.ForeignKey(
@@ -67,6 +69,8 @@ class TollFreeVerification(models.TextChoices):
 
 class PhoneNumber(TenantOwnedModel):
     """A sending number obtained from the SMS provider for the organization."""
+
+    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="phone_numbers")
     number = models.CharField("number (E.164)", max_length=20, blank=True)
@@ -127,6 +131,8 @@ def default_lead_minutes() -> list[int]:
 class SmsSettings(TenantOwnedModel):
     """SMS settings of one FHIR endpoint."""
 
+    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
+
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     endpoint = models.OneToOneField(
         "connector.FhirEndpoint", on_delete=models.CASCADE, related_name="sms_settings"
@@ -182,6 +188,8 @@ class SmsSettings(TenantOwnedModel):
 
 class SigningCertificate(TenantOwnedModel):
     """The public-key certificate that checks the signature of the EHR's scheduling messages."""
+
+    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     environment = models.CharField(max_length=12, choices=[("test", "Test"), ("production", "Production")])

@@ -28,7 +28,7 @@ from sms.models import (
     SmsConsent,
     SmsSettings,
 )
-from sms.phones import last_four, number_hash
+from sms.phones import last_four, number_hash, number_hashes
 from sms.scheduling import nearest_allowed, reminder_times
 from sms.selectors import UNREAD, number_is_opted_out, sending_blocker
 from tenants.models import Tenant
@@ -134,7 +134,7 @@ def appointment_apply(
     message: SchedulingMessage,
     sms_settings: SmsSettings | None | object = UNREAD,
     consent: SmsConsent | None | object = UNREAD,
-    is_opted_out: Callable[[Tenant, str], bool] = number_is_opted_out,
+    is_opted_out: Callable[[Tenant, tuple[str, ...]], bool] = number_is_opted_out,
     assume_new: bool = False,
 ) -> AppliedMessage:
     """Apply one scheduling message. Out-of-order messages never undo newer state.
@@ -332,7 +332,7 @@ def _schedule_texts(
     previous_status: str | None,
     settings_row,
     consent,
-    is_opted_out: Callable[[Tenant, str], bool],
+    is_opted_out: Callable[[Tenant, tuple[str, ...]], bool],
     phone_changed: bool = False,
 ) -> list[OutboundMessage]:
     """The texts a message causes: none unless it changed something the patient is told about.
@@ -367,7 +367,7 @@ def _schedule_texts(
     ):
         return []
     hashed = number_hash(appointment.phone)
-    if is_opted_out(appointment.tenant, hashed):
+    if is_opted_out(appointment.tenant, number_hashes(appointment.phone)):
         return []
     zone = _zone(appointment.time_zone)
     # Each key names the message that caused the text (MSH-7): a later change has its own

@@ -34,7 +34,7 @@ from django.utils import timezone
 from sms.backends import get_sms_backend
 from sms.backends.base import SmsError
 from sms.models import MessageKind, MessageState, OptOut, OutboundMessage, SmsSettings
-from sms.phones import region_of
+from sms.phones import number_hash, number_hashes, phone_hash_key_id, region_of
 from sms.selectors import number_is_opted_out, sending_blocker
 from sms.services.caps import patient_cap_reason
 from sms.services.links import short_join_link
@@ -67,7 +67,8 @@ def lease_length() -> timedelta:
     when a lease ends the dispatcher that took it is certainly gone.
     """
     timeout = int(getattr(settings, "Q_CLUSTER", {}).get("timeout", 120))
-    return max(LEASE, timedelta(seconds=2 * timeout))
+    shortest = timedelta(seconds=getattr(settings, "SMS_SEND_LEASE_SECONDS", LEASE.total_seconds()))
+    return max(shortest, timedelta(seconds=2 * timeout))
 
 
 def claiming_budget() -> float:
@@ -234,7 +235,7 @@ def send_one(message: OutboundMessage, result: DispatchResult, *, pacer: Pacer, 
         _fail(message, "Not sent: the number was already purged.")
         result.failed += 1
         return
-    if not is_opt_answer and number_is_opted_out(message.tenant, message.to_hash):
+    if not is_opt_answer and number_is_opted_out(message.tenant, {message.to_hash, *number_hashes(message.to)}):
         _mine(message).update(
             state=MessageState.CANCELLED, error="The number opted out (STOP).", lease_until=None
         )
@@ -285,8 +286,8 @@ def send_one(message: OutboundMessage, result: DispatchResult, *, pacer: Pacer, 
             if getattr(error, "code", "") == "opted_out":
                 OptOut.objects.get_or_create(
                     tenant=message.tenant,
-                    number_hash=message.to_hash,
-                    defaults={"number_last_four": message.to_last_four},
+                    number_hash=number_hash(message.to),
+                    defaults={"number_last_four": message.to_last_four, "hash_key_id": phone_hash_key_id()},
                 )
             result.failed += 1
         else:

@@ -18,7 +18,8 @@ from sms.models import (
     PhoneNumber,
     SmsSettings,
 )
-from sms.phones import InvalidPhoneNumber, last_four, number_hash, to_e164
+from sms.phones import InvalidPhoneNumber, last_four, number_hash, number_hashes, phone_hash_key_id, to_e164
+from sms.services.rehash import opt_out_move_to_current_key
 from sms.texts import render, template_for
 from tenants.scoping import all_tenants, tenant_scope
 
@@ -83,12 +84,16 @@ def inbound_handle(text: InboundText) -> str:
         logger.info("inbound text to a number that is not ours")
         return "ignored: unknown receiving number"
     keyword = keyword_of(text.body)
-    hashed = number_hash(sender)
+    hashes = number_hashes(sender)  # every PHONE_HASH_KEY: an opt-out made under a rotated key counts
+    hashed = hashes[0]
     with tenant_scope(number.tenant):
         if keyword in STOP_WORDS:
             with transaction.atomic():
+                opt_out_move_to_current_key(number.tenant, hashes)
                 opt_out, created = OptOut.objects.get_or_create(
-                    tenant=number.tenant, number_hash=hashed, defaults={"number_last_four": last_four(sender)}
+                    tenant=number.tenant,
+                    number_hash=hashed,
+                    defaults={"number_last_four": last_four(sender), "hash_key_id": phone_hash_key_id()},
                 )
                 if not created and not opt_out.active:
                     opt_out.active = True
@@ -96,7 +101,7 @@ def inbound_handle(text: InboundText) -> str:
                     opt_out.opted_in_at = None
                     opt_out.save()
                 # Not the answer to an earlier STOP still waiting to go (the provider repeats callbacks).
-                OutboundMessage.objects.filter(to_hash=hashed, state=MessageState.SCHEDULED).exclude(
+                OutboundMessage.objects.filter(to_hash__in=hashes, state=MessageState.SCHEDULED).exclude(
                     kind=MessageKind.OPT_OUT
                 ).update(
                     state=MessageState.CANCELLED, error="The number opted out (STOP)."
@@ -104,7 +109,7 @@ def inbound_handle(text: InboundText) -> str:
                 _answer(number, sender, MessageKind.OPT_OUT, text.provider_message_id)
             return "opted out"
         if keyword in START_WORDS:
-            updated = OptOut.objects.filter(number_hash=hashed, active=True).update(
+            updated = OptOut.objects.filter(number_hash__in=hashes, active=True).update(
                 active=False, opted_in_at=timezone.now()
             )
             if updated:

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from connector.background import queue_after_commit
 from connector.models import GuestInvite
 from sms.models import OutboundMessage, SmsSettings
-from sms.phones import InvalidPhoneNumber, last_four, number_hash, patient_region, to_e164
+from sms.phones import InvalidPhoneNumber, last_four, number_hash, number_hashes, patient_region, to_e164
 from sms.selectors import number_is_opted_out, sending_blocker
 from sms.texts import render, template_for
 
@@ -29,7 +29,7 @@ def guest_invite_text(*, invite: GuestInvite, phone: str, link: str) -> Outbound
     if blocker:
         raise ValidationError(f"Texts cannot be sent for this visit: {blocker} Copy the link instead.")
     hashed = number_hash(number)
-    if number_is_opted_out(visit.tenant, hashed):
+    if number_is_opted_out(visit.tenant, number_hashes(number)):  # every PHONE_HASH_KEY
         raise ValidationError(
             "This number has opted out of texts from your organization. Copy the link instead."
         )

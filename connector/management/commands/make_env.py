@@ -19,6 +19,7 @@ class Command(BaseCommand):
                     "DEBUG=true",
                     f"SECRET_KEY={secrets.token_urlsafe(50)}",
                     f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}",
+                    f"PHONE_HASH_KEY={secrets.token_urlsafe(48)}",
                     "SANDBOX_EHR=true",
                     "EHR_INSECURE_HOSTS=127.0.0.1,localhost",
                     "DEMO_SIGN_IN=true",
