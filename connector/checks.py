@@ -103,4 +103,4 @@ def check_regions(app_configs, **kwargs):
     """A multi-region deployment knows its region, every region's address and the lookup secret."""
     from tenants.regions import config_problems
 
-    return [Error(problem, id="connector.E006") for problem in config_problems()]
+    return [Error(problem, id="connector.E008") for problem in config_problems()]

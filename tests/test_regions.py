@@ -123,7 +123,7 @@ def test_a_half_configured_multi_region_deployment_fails_the_system_check(settin
     settings.REGION_LOOKUP_SECRET = ""
     problems = config_problems()
     assert any("no line for this deployment's region 'europe'" in p for p in problems)
-    with pytest.raises(SystemCheckError, match="connector.E006"):
+    with pytest.raises(SystemCheckError, match="connector.E008"):
         call_command("check")
 
 
