@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -171,6 +172,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from here: the CSP allows no other origin
+    "csp",
     "social_django",
     "simple_history",
     "django_q",
@@ -185,6 +188,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "connector.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # Multi-region only: a request for an organization hosted elsewhere gets a redirect or a 421.
     "tenants.region_routing.RegionRoutingMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -360,6 +365,23 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): this origin only, no inline scripts, styles or event
+# handlers (templates load theirs from static files), no plugins, no framing. Browsers report
+# what it refuses in their console; the browser tests fail on any such report.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp_constants.SELF],
+        "script-src": [csp_constants.SELF],
+        "style-src": [csp_constants.SELF],
+        # Swagger UI's stylesheet draws its icons as data: URLs.
+        "img-src": [csp_constants.SELF, "data:"],
+        "object-src": [csp_constants.NONE],
+        "base-uri": [csp_constants.SELF],
+        "frame-ancestors": [csp_constants.NONE],
+    }
+}
+if env.bool("CSP_REPORT_ONLY", default=False):  # to try a change of policy on a live site first
+    CONTENT_SECURITY_POLICY_REPORT_ONLY, CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY, None
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -393,6 +415,8 @@ SIGN_IN_RATE = env.str("RATE_LIMIT_SIGN_IN", default="20/m")
 BAD_TOKEN_RATE = env.str("RATE_LIMIT_BAD_TOKENS", default="20/10m")
 RATELIMIT_VIEW = "connector.views.rate_limited"
 
+# /api/schema/ and /api/docs/ for anyone, or only for staff, members and API tokens (connector/api/schema.py).
+API_DOCS_PUBLIC = env.bool("API_DOCS_PUBLIC", default=DEBUG)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Open EHR Connector API",
     "DESCRIPTION": (
@@ -402,7 +426,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI from drf-spectacular-sidecar's static files, not a CDN (the CSP allows this origin only).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Also used by the schema check of `manage.py check --deploy`.
     "DEFAULT_GENERATOR_CLASS": "connector.api.schema_generator.ScopeLiftedSchemaGenerator",
 }

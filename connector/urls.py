@@ -2,11 +2,10 @@ from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
 from django.utils.functional import lazy
-from drf_spectacular.views import SpectacularSwaggerView
 
 from connector import health
 from connector.api.errors import json_not_found
-from connector.api.schema import SchemaView
+from connector.api.schema import SchemaView, SwaggerView
 from connector.views import jwks
 from reports.apis import SupportUsageApi
 from reports.usage_summary import usage_summary_page
@@ -42,7 +41,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("sign-out/", LogoutView.as_view(), name="sign-out"),
     path("portal/reports/", include("reports.urls")),
     path("portal/", include("connector.portal.urls")),

@@ -223,10 +223,10 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh browser context (no cookies) and page for one test."""
-    from tests.support.browser import close_contexts
+    """A fresh browser context (no cookies) and page for one test; fails it on a CSP violation."""
+    from tests.support.browser import close_contexts, open_context
 
-    context = browser.new_context()
+    context = open_context(browser)
     context.set_default_timeout(10_000)
     new_page = context.new_page()
     yield new_page

@@ -1,9 +1,43 @@
-"""The OpenAPI schema view; its generator lifts the tenant scope (schema_generator.py)."""
+"""The OpenAPI schema and its Swagger UI page.
 
-from drf_spectacular.views import SpectacularAPIView
+The generator lifts the tenant scope (schema_generator.py). Both are public only where
+`API_DOCS_PUBLIC` is on (the default with DEBUG); in production they are for callers of
+the API: a signed-in support staff member or member of an organization, or an API token.
+Swagger UI's files come from drf-spectacular-sidecar (this origin, as the
+Content-Security-Policy requires) and its start-up script from a URL of its own.
+"""
+
+from django.conf import settings
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework import permissions
 
 from connector.api.schema_generator import ScopeLiftedSchemaGenerator
+from tenants.authentication import TokenUser
+from tenants.selectors import memberships_for_user
+
+
+class ApiDocsAccess(permissions.BasePermission):
+    message = (
+        "The API documentation is for the API's users: sign in to the portal (or send an API token "
+        "as `Authorization: Bearer <token>`) and open it again."
+    )
+
+    def has_permission(self, request, view) -> bool:
+        if settings.API_DOCS_PUBLIC:
+            return True
+        user = request.user
+        if isinstance(user, TokenUser):
+            return True
+        if not user or not user.is_authenticated:
+            return False
+        return bool(user.is_staff or memberships_for_user(user))
 
 
 class SchemaView(SpectacularAPIView):
     generator_class = ScopeLiftedSchemaGenerator
+    permission_classes = [ApiDocsAccess]
+
+
+class SwaggerView(SpectacularSwaggerSplitView):
+    permission_classes = [ApiDocsAccess]
+    template_name = "connector/api_docs.html"

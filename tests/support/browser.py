@@ -6,6 +6,10 @@ test's database teardown (a TRUNCATE of every table) starts while that request
 still holds row locks, PostgreSQL resolves the deadlock by failing the teardown,
 and the next test starts on a dirty database. So after closing, wait until the
 live server has been idle for a moment.
+
+Every context opened here also watches for Content-Security-Policy violations (an
+inline script, style or event handler the policy refused, a resource from another
+origin): closing the contexts fails the test when any page reported one.
 """
 
 from __future__ import annotations
@@ -50,11 +54,43 @@ def wait_for_quiet_server(*, quiet_for: float = 0.3, timeout: float = 10.0) -> N
         time.sleep(0.05)
 
 
+# Runs in every page before its own scripts: the browser fires `securitypolicyviolation`
+# for each thing the policy refuses; report it on the console, where the context listens.
+_REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", function (event) {
+  console.error("CSP violation: " + event.violatedDirective + " blocked " + (event.blockedURI || "inline")
+    + " at " + event.sourceFile + ":" + event.lineNumber);
+}, true);
+"""
+
+
+def open_context(browser, **context_options):
+    """A new browser context whose pages' CSP violations are collected in `context.csp_violations`."""
+    context = browser.new_context(**context_options)
+    violations: list[str] = []
+
+    def on_console(message) -> None:
+        text = message.text
+        # Chromium's own console line ("Refused to ... because it violates the following Content
+        # Security Policy directive") and the event reported by the init script above.
+        if "Content Security Policy" in text or text.startswith("CSP violation:"):
+            violations.append(f"{message.page.url if message.page else '?'}: {text}")
+
+    context.on("console", on_console)
+    context.add_init_script(_REPORT_CSP_VIOLATIONS)
+    context.csp_violations = violations
+    return context
+
+
 def close_contexts(contexts: Iterable) -> None:
-    """Close browser contexts, then let the requests their pages sent on the way out finish."""
+    """Close browser contexts, then let the requests their pages sent on the way out finish;
+    fail if a page of theirs reported a Content-Security-Policy violation."""
+    violations = []
     for context in contexts:
+        violations.extend(getattr(context, "csp_violations", []))
         context.close()
     wait_for_quiet_server()
+    assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 def pages_from(browser, *, timeout_ms: int, **context_options) -> Iterator[Callable[[], object]]:
@@ -63,7 +99,7 @@ def pages_from(browser, *, timeout_ms: int, **context_options) -> Iterator[Calla
     contexts = []
 
     def make():
-        context = browser.new_context(**context_options)
+        context = open_context(browser, **context_options)
         context.set_default_timeout(timeout_ms)
         contexts.append(context)
         return context.new_page()
