@@ -481,3 +481,14 @@ LOGGING = {
         },
     },
 }
+# LOG_FILE: the same lines also appended to a file (CI scans the test run's with .ci/log_scan.py).
+LOG_FILE = env.str("LOG_FILE", default="")
+if LOG_FILE:
+    LOGGING["handlers"]["file"] = {
+        **LOGGING["handlers"]["stdout"],
+        "class": "logging.FileHandler",
+        "filename": LOG_FILE,
+    }
+    del LOGGING["handlers"]["file"]["stream"]
+    LOGGING["root"]["handlers"].append("file")
+    LOGGING["loggers"]["django.server"]["handlers"].append("file")

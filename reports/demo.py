@@ -307,7 +307,7 @@ def _message(tenant, number, kind, key, send_at, rng, appointment=None, last_fou
         state=state,
         attempts=1,
         provider="demo",
-        provider_message_id=f"demo-{hashlib.md5(key.encode()).hexdigest()[:16]}",  # noqa: S324
+        provider_message_id=f"demo-{hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()[:16]}",
         error=rng.choice(FAILURES) if state == MessageState.FAILED else "",
         dedupe_key=key,
         sent_at=sent_at if state != MessageState.FAILED else None,
