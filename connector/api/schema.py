@@ -7,9 +7,14 @@ Swagger UI's files come from drf-spectacular-sidecar (this origin, as the
 Content-Security-Policy requires) and its start-up script from a URL of its own.
 """
 
+from urllib.parse import urlencode
+
 from django.conf import settings
+from django.http import HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from rest_framework import permissions
+from rest_framework import exceptions, permissions
 
 from connector.api.schema_generator import ScopeLiftedSchemaGenerator
 from tenants.authentication import TokenUser
@@ -29,7 +34,7 @@ class ApiDocsAccess(permissions.BasePermission):
         if isinstance(user, TokenUser):
             return True
         if not user or not user.is_authenticated:
-            return False
+            raise exceptions.NotAuthenticated(self.message)
         return bool(user.is_staff or memberships_for_user(user))
 
 
@@ -41,3 +46,20 @@ class SchemaView(SpectacularAPIView):
 class SwaggerView(SpectacularSwaggerSplitView):
     permission_classes = [ApiDocsAccess]
     template_name = "connector/api_docs.html"
+
+    def handle_exception(self, exc):
+        """A page, not JSON: someone not signed in goes to the sign-in page and comes back here;
+        someone signed in without an organization is told why."""
+        if isinstance(exc, exceptions.NotAuthenticated):
+            return HttpResponseRedirect(
+                reverse("tenants:sign-in") + "?" + urlencode({"next": self.request.get_full_path()})
+            )
+        if isinstance(exc, exceptions.PermissionDenied):
+            message = (
+                "The API documentation is for members of an organization and support staff. "
+                "Ask an administrator of your organization to add you."
+            )
+            return render(
+                self.request, "connector/error.html", {"title": "Not allowed", "message": message}, status=403
+            )
+        return super().handle_exception(exc)
