@@ -8,6 +8,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.fields import UrlOrEmptyField
 from connector.api.tenancy import TenantAPIViewMixin
 from connector.ehr_http import EhrHttpError
 from connector.endpoint_checks import fetch_smart_configuration
@@ -114,6 +115,8 @@ class DecisionSerializer(serializers.Serializer):
 class RecordSerializer(serializers.ModelSerializer):
     endpoint_url = serializers.CharField(source="endpoint.base_url", read_only=True)
     environment = serializers.CharField(source="endpoint.environment", read_only=True)
+    launch_url = UrlOrEmptyField(read_only=True)  # empty for records without one (vendor setup)
+    redirect_uri = UrlOrEmptyField(read_only=True)
 
     class Meta:
         model = IntegrationRecord
@@ -148,7 +151,6 @@ class ApproversSerializer(serializers.Serializer):
 # --- endpoints -------------------------------------------------------------------
 
 
-
 @extend_schema(tags=["fhir endpoints"])
 class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = EndpointSerializer
@@ -169,7 +171,6 @@ class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["fhir endpoints"])
 class EndpointDetailApi(TenantAPIViewMixin, APIView):
-
     def _endpoint(self, pk: int) -> FhirEndpoint:
         return get_object_or_404(FhirEndpoint.objects.select_related("tenant"), pk=pk)
 
@@ -258,7 +259,6 @@ class ApprovalListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["approvals"])
 class ApproversApi(TenantAPIViewMixin, APIView):
     """The EHR usernames allowed to approve endpoints (Epic)."""
-
 
     @extend_schema(responses=ApproversSerializer)
     def get(self, request, tenant_id: str):

@@ -359,6 +359,7 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+CSRF_FAILURE_VIEW = "connector.views.csrf_failure"  # JSON under /api/
 SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
@@ -432,6 +433,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Also used by the schema check of `manage.py check --deploy`.
     "DEFAULT_GENERATOR_CLASS": "connector.api.schema_generator.ScopeLiftedSchemaGenerator",
+    # Each operation's error answers (400, 401, 403, 404, 429) in the one error shape, and
+    # times of day as the API sends them (connector/api/schema_hooks.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "connector.api.schema_hooks.add_error_responses",
+        "connector.api.schema_hooks.describe_local_times",
+    ],
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

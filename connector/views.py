@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.csrf import csrf_failure as django_csrf_failure
 
 from connector.api.errors import error_body, json_not_found, json_server_error
 
@@ -34,6 +35,17 @@ def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("permission_denied", message), status=403)
     return render(request, "connector/error.html", {"title": "Not allowed", "message": message}, status=403)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the API answers in its JSON error shape; pages keep Django's explanation."""
+    if request.path.startswith("/api/"):
+        message = (
+            "The CSRF check failed: a request with the portal's session cookie must send the "
+            "X-CSRFToken header with the csrftoken cookie's value. Scripts should use an API token."
+        )
+        return JsonResponse(error_body("csrf_failed", message), status=403)
+    return django_csrf_failure(request, reason=reason)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -73,7 +73,6 @@ REPORT_PARAMETERS = [
 
 
 class ReportListApi(TenantAPIViewMixin, APIView):
-
     @extend_schema(
         tags=["reports"],
         responses=OpenApiTypes.OBJECT,
@@ -101,6 +100,13 @@ class ReportListApi(TenantAPIViewMixin, APIView):
 
 class ReportApi(TenantAPIViewMixin, APIView):
     renderer_classes = [JSONRenderer, CSVRenderer]
+
+    def handle_exception(self, exc):
+        """Errors in the API's one JSON shape, also when CSV was asked for (`format=csv`)."""
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
 
     @extend_schema(
         tags=["reports"],

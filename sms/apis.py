@@ -57,7 +57,7 @@ class PhoneNumberRequestSerializer(serializers.Serializer):
 
 class SmsSettingsSerializer(serializers.ModelSerializer):
     endpoint = serializers.PrimaryKeyRelatedField(read_only=True)
-    phone_number = serializers.PrimaryKeyRelatedField(read_only=True)
+    phone_number = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)  # none chosen yet
 
     class Meta:
         model = SmsSettings
