@@ -78,6 +78,17 @@ class EncryptedTextField(models.TextField):
             raise _not_searchable(self, lookup_name)
         return super().get_lookup(lookup_name)
 
+    def from_db_value(self, value, expression, connection):
+        if value is None or value == "":
+            return value
+        return decrypt_text(value)
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        if value is None or value == "":
+            return value
+        return encrypt_text(value)
+
 
 def _not_searchable(field, lookup_name: str) -> FieldError:
     return FieldError(
@@ -93,17 +104,6 @@ class _EmptyOnlyExact(Exact):
         if self.rhs not in ("", None):
             raise _not_searchable(self.lhs.output_field, "exact")
         return super().get_prep_lookup()
-
-    def from_db_value(self, value, expression, connection):
-        if value is None or value == "":
-            return value
-        return decrypt_text(value)
-
-    def get_prep_value(self, value):
-        value = super().get_prep_value(value)
-        if value is None or value == "":
-            return value
-        return encrypt_text(value)
 
 
 class EncryptedJSONField(EncryptedTextField):

@@ -59,6 +59,11 @@ def _rewrite(apps, schema_editor, change) -> None:
                     updates[hash_column] = hashed
                 manager.filter(**{pk_name: pk}).update(**updates)
             last = batch[-1][0]
+    if schema_editor.connection.vendor == "postgresql":
+        # Run the deferred foreign-key checks the updates queued now: PostgreSQL refuses to ALTER a table
+        # with pending trigger events, and the next operations alter these tables.
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        schema_editor.execute("SET CONSTRAINTS ALL DEFERRED")  # Django's foreign keys: deferred again
 
 
 def encrypt_rows(apps, schema_editor):
