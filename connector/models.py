@@ -35,7 +35,9 @@ def _time_zone_choices() -> list[tuple[str, str]]:
 class FhirEndpoint(TenantOwnedModel):
     """One FHIR R4 base URL of the organization's EHR, in one environment."""
 
-    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
+    objects = (
+        setup_scoped_manager()
+    )  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="fhir_endpoints")
     base_url = models.URLField(
@@ -124,7 +126,10 @@ class EhrApprover(TenantOwnedModel):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="ehr_approvers")
     ehr_username = models.CharField("EHR username, fhirUser or identifier", max_length=500)
     last_matched_as = models.CharField(
-        max_length=12, choices=ApproverMatch.choices, blank=True, help_text="How the last EHR sign-in matched."
+        max_length=12,
+        choices=ApproverMatch.choices,
+        blank=True,
+        help_text="How the last EHR sign-in matched.",
     )
     last_matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -271,7 +276,8 @@ class ClinicianLink(TenantOwnedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "environment", "fhir_user_hash"], name="one_link_per_environment_and_ehr_user"
+                fields=["tenant", "environment", "fhir_user_hash"],
+                name="one_link_per_environment_and_ehr_user",
             )
         ]
 
@@ -366,7 +372,9 @@ class Visit(TenantOwnedModel):
     primary_clinician = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    primary_clinician_ehr_id = EncryptedTextField(blank=True, help_text="The clinician's fhirUser, encrypted at rest.")
+    primary_clinician_ehr_id = EncryptedTextField(
+        blank=True, help_text="The clinician's fhirUser, encrypted at rest."
+    )
     primary_clinician_ehr_id_hash = LookupHashField(source="primary_clinician_ehr_id", purpose=EHR_USER)
     # Derived from the visit's events by services.visits.visit_recompute.
     state = models.CharField(max_length=12, choices=VisitState.choices, default=VisitState.SCHEDULED)
@@ -537,7 +545,9 @@ class LaunchState(models.Model):
     browser_binding = models.CharField(max_length=64, help_text="Hash of the cookie set with the redirect.")
     # Holds the clinician's fhirUser and the visit's IDs between callback and account link.
     context = EncryptedJSONField(
-        default=dict, blank=True, help_text="The launch context once the code is exchanged; encrypted at rest."
+        default=dict,
+        blank=True,
+        help_text="The launch context once the code is exchanged; encrypted at rest.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(null=True, blank=True)

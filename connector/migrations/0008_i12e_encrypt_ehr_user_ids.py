@@ -150,7 +150,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="visit",
             name="primary_clinician_ehr_id_hash",
-            field=connector.lookup_hash.LookupHashField(purpose="ehr-user", source="primary_clinician_ehr_id"),
+            field=connector.lookup_hash.LookupHashField(
+                purpose="ehr-user", source="primary_clinician_ehr_id"
+            ),
         ),
         *_plain_columns(),
         migrations.RunPython(encrypt_rows, decrypt_rows, elidable=False),
@@ -202,7 +204,8 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="clinicianlink",
             constraint=models.UniqueConstraint(
-                fields=("tenant", "environment", "fhir_user_hash"), name="one_link_per_environment_and_ehr_user"
+                fields=("tenant", "environment", "fhir_user_hash"),
+                name="one_link_per_environment_and_ehr_user",
             ),
         ),
     ]

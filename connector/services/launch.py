@@ -385,7 +385,9 @@ def clinician_link_get_or_create(*, tenant, environment: str, fhir_user: str, us
         return link
     try:
         with transaction.atomic():
-            return ClinicianLink.objects.create(tenant=tenant, environment=environment, fhir_user=fhir_user, user=user)
+            return ClinicianLink.objects.create(
+                tenant=tenant, environment=environment, fhir_user=fhir_user, user=user
+            )
     except IntegrityError:
         # A second tab linked the same EHR user a moment ago (unique on the hash).
         link = clinician_link_find(environment=environment, fhir_user=fhir_user)

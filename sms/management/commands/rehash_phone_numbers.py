@@ -15,7 +15,9 @@ from sms.services.rehash import phone_hashes_rehash
 
 
 class Command(BaseCommand):
-    help = "Re-hash stored phone numbers (opt-outs, texts) and EHR user IDs with the first PHONE_HASH_KEY key."
+    help = (
+        "Re-hash stored phone numbers (opt-outs, texts) and EHR user IDs with the first PHONE_HASH_KEY key."
+    )
 
     def handle(self, *args, **options):
         result = phone_hashes_rehash()
@@ -43,6 +45,8 @@ class Command(BaseCommand):
                 )
             )
         elif len(phone_hash_keys()) > 1:
-            self.stdout.write(self.style.SUCCESS("Every opt-out uses the first key: the older keys can be removed."))
+            self.stdout.write(
+                self.style.SUCCESS("Every opt-out uses the first key: the older keys can be removed.")
+            )
         else:
             self.stdout.write(self.style.SUCCESS("Every opt-out uses the current key."))
