@@ -259,17 +259,23 @@ def test_phone_hashes_are_unchanged_by_the_generalized_hash(settings):
     assert lookup_hash("+14155550100", purpose=EHR_USER) != number_hash("+14155550100")
 
 
-BEFORE = [("connector", "0007_i10v_integration_record_kinds")]
 AFTER = [("connector", "0008_i12e_encrypt_ehr_user_ids")]
+
+
+def _before() -> list[tuple[str, str]]:
+    """The connector migrations 0008_i12e comes right after (whatever merges came later)."""
+    graph = MigrationExecutor(connection).loader.graph
+    return sorted(parent for parent in graph.node_map[AFTER[0]].parents if parent[0] == "connector")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_encrypts_existing_plain_text_rows_and_reverses():
     from tenants.models import Tenant
 
+    before = _before()
     executor = MigrationExecutor(connection)
-    executor.migrate(BEFORE)
-    old = executor.loader.project_state(BEFORE).apps
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
     user_model = old.get_model("auth", "User")
     try:
         with all_tenants():
@@ -352,7 +358,7 @@ def test_the_migration_encrypts_existing_plain_text_rows_and_reverses():
             assert GuestInvite.objects.get().created_by_ehr_id == FHIR_USER
         assert LaunchState.objects.get().context == {"fhir_user": FHIR_USER, "view": "console"}
 
-        MigrationExecutor(connection).migrate(BEFORE)  # going back decrypts
+        MigrationExecutor(connection).migrate(before)  # going back decrypts
 
         assert _raw("connector_clinicianlink", "fhir_user") == [FHIR_USER]
         assert sorted(_raw("connector_endpointapproval", "ehr_username")) == [USERNAME]

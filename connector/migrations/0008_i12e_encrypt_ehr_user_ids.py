@@ -127,7 +127,7 @@ def _plain_columns():
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connector", "0007_i10v_integration_record_kinds"),
+        ("connector", "0008_endpoint_smart_client_id"),
         ("tenants", "0002_tenant_guest_limit_and_meeting_backend"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
