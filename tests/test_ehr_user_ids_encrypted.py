@@ -265,7 +265,7 @@ AFTER = [("connector", "0008_i12e_encrypt_ehr_user_ids")]
 def _before() -> list[tuple[str, str]]:
     """The connector migrations 0008_i12e comes right after (whatever merges came later)."""
     graph = MigrationExecutor(connection).loader.graph
-    return sorted(parent for parent in graph.node_map[AFTER[0]].parents if parent[0] == "connector")
+    return sorted(parent.key for parent in graph.node_map[AFTER[0]].parents if parent.key[0] == "connector")
 
 
 @pytest.mark.django_db(transaction=True)
