@@ -365,3 +365,34 @@ def test_the_migration_encrypts_existing_plain_text_rows_and_reverses():
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_bulk_created_visits_get_their_hash_as_the_demo_activity_makes_them(org_a, endpoint):
+    with tenant_scope(org_a):
+        Visit.objects.bulk_create(
+            [
+                Visit(
+                    tenant=org_a,
+                    public_id=f"v-bulk-{n}",
+                    endpoint=endpoint,
+                    appointment_id=f"B-{n}",
+                    primary_clinician_ehr_id=FHIR_USER,
+                )
+                for n in range(2)
+            ]
+        )
+    assert (
+        _raw("connector_visit", "primary_clinician_ehr_id_hash")
+        == [lookup_hash(FHIR_USER, purpose=EHR_USER)] * 2
+    )
+    assert _plain_anywhere() == {}
+
+
+def test_the_admin_finds_a_clinician_link_by_its_exact_fhir_user(client, staff_user, org_a, rows):
+    client.force_login(staff_user)
+
+    found = client.get("/admin/connector/clinicianlink/", {"q": FHIR_USER})
+    missed = client.get("/admin/connector/clinicianlink/", {"q": FHIR_USER[:-1]})
+
+    assert found.status_code == 200 and FHIR_USER in found.content.decode()
+    assert missed.status_code == 200 and FHIR_USER not in missed.content.decode()
