@@ -354,6 +354,9 @@ def event_record(
     from connector.services.write_back import write_back_queue_for_event
 
     write_back_queue_for_event(event=event)
+    from connector.webhooks.events import emit_for_visit_event
+
+    emit_for_visit_event(event=event, visit=visit)
     return event, True
 
 
@@ -420,6 +423,7 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
     Unscheduled visits without an end are never no-shows. Runs across organizations (scheduled).
     """
     from connector.services.write_back import write_back_queue_for_no_show
+    from connector.webhooks.events import emit_visit_no_show
 
     now = now or timezone.now()
     due = Visit.objects.filter(state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now)
@@ -435,6 +439,9 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
             marked += 1
             # Queued in the same transaction; sent once it commits (no EHR call while it is open).
             write_back_queue_for_no_show(visit=visit)
+            # Recorded with the state change; sent once it commits.
+            visit.state = VisitState.NO_SHOW
+            emit_visit_no_show(visit=visit)
     return marked
 
 

@@ -36,6 +36,7 @@ from connector.background import queue_after_commit
 from connector.ehr_http import is_forbidden_address, is_insecure_host
 from connector.webhooks.models import DeliveryState, EventType, WebhookDelivery, WebhookEndpoint
 from tenants.models import Membership, Role, Tenant
+from tenants.scoping import tenant_scope
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,14 @@ def webhook_emit(
     `data` must hold IDs, states and times only: no names, phone numbers or clinical data.
     """
     assert event_type in EventType.values, event_type
+    # Callers run in their tenant's scope or across tenants (scheduled jobs): this is the tenant's own.
+    with tenant_scope(tenant):
+        return _emit(tenant=tenant, event_type=event_type, key=key, data=data, occurred_at=occurred_at)
+
+
+def _emit(
+    *, tenant: Tenant, event_type: str, key: str, data: dict, occurred_at: datetime | None
+) -> list[int]:
     endpoints = [
         e
         for e in WebhookEndpoint.objects.filter(tenant=tenant, enabled=True).only("pk", "event_types")
