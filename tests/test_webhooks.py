@@ -137,10 +137,16 @@ def run_sweeper_until_quiet(rounds=40):
     """Move the clock past each backoff and let the sweeper queue what is due (tasks run inline)."""
     for _ in range(rounds):
         with all_tenants():
-            waiting = WebhookDelivery.objects.filter(state=DeliveryState.PENDING).order_by("next_attempt_at").first()
+            waiting = (
+                WebhookDelivery.objects.filter(state=DeliveryState.PENDING)
+                .order_by("next_attempt_at")
+                .first()
+            )
         if waiting is None:
             return
-        with time_machine.travel(max(waiting.next_attempt_at, timezone.now()) + timedelta(seconds=1), tick=False):
+        with time_machine.travel(
+            max(waiting.next_attempt_at, timezone.now()) + timedelta(seconds=1), tick=False
+        ):
             webhooks_recover()
     raise AssertionError("deliveries still pending")
 
@@ -178,7 +184,7 @@ def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, rec
     assert ended["data"]["visit"]["id"] == visit.pk
     assert ended["data"]["visit"]["state"] == "completed"
     assert ended["data"]["visit"]["started_at"] == (T0 + timedelta(minutes=2)).isoformat()
-    assert {"id": "p-1", "role": "patient"} == json.loads(receiver.received[1][1])["data"]["participant"]
+    assert json.loads(receiver.received[1][1])["data"]["participant"] == {"id": "p-1", "role": "patient"}
     # Nothing that names or reaches a person.
     assert all(b"phone" not in body and b"name" not in body for _, body in receiver.received)
     assert {d.state for d in deliveries()} == {DeliveryState.DELIVERED}
@@ -220,7 +226,9 @@ def test_no_show_scheduling_feed_and_text_reports_emit_their_events(org_a, recei
     from sms.services.inbound import delivery_report_apply
     from tests.support.sms import siu, sms_ready_endpoint
 
-    register(org_a, receiver.url, events=["visit.no_show", "visit.scheduled", "text.delivered", "text.failed"])
+    register(
+        org_a, receiver.url, events=["visit.no_show", "visit.scheduled", "text.delivered", "text.failed"]
+    )
     visit = make_visit(org_a, appointment="NS-1")
     with all_tenants():
         Visit.objects.filter(pk=visit.pk).update(scheduled_end=timezone.now() - timedelta(minutes=5))
@@ -232,7 +240,9 @@ def test_no_show_scheduling_feed_and_text_reports_emit_their_events(org_a, recei
     assert messages, "the scheduling message should schedule a confirmation text"
     with all_tenants():
         OutboundMessage.objects.filter(pk=messages[0].pk).update(provider_message_id="SM-1", state="sent")
-    report = DeliveryReport(provider_message_id="SM-1", status="delivered", error="", occurred_at=timezone.now())
+    report = DeliveryReport(
+        provider_message_id="SM-1", status="delivered", error="", occurred_at=timezone.now()
+    )
     delivery_report_apply(report)
     delivery_report_apply(report)  # the provider reports twice: one event
 
@@ -251,10 +261,11 @@ def test_a_feed_certificate_close_to_expiry_emits_certificate_expiring_once(org_
     upload(org_a, not_before=NOW - timedelta(days=300), not_after=NOW + timedelta(days=20))
     from sms.services.certificates import certificates_warn_expiring
 
-    assert certificates_warn_expiring() == 1
-    assert certificates_warn_expiring() == 0
+    assert certificates_warn_expiring(now=NOW) == 1
+    assert certificates_warn_expiring(now=NOW + timedelta(days=1)) == 0
     [(headers, body)] = receiver.received
-    assert json.loads(body)["data"]["certificate"]["not_after"].startswith((NOW + timedelta(days=20)).date().isoformat())
+    expiring = json.loads(body)["data"]["certificate"]
+    assert expiring["not_after"].startswith((NOW + timedelta(days=20)).date().isoformat())
 
 
 # --- retries, backoff, disabling ---------------------------------------------------------
@@ -524,7 +535,9 @@ def test_portal_registers_an_endpoint_shows_the_secret_once_and_sends_again(clie
     assert bad.status_code == 200 and "internal address" in bad.content.decode()
 
 
-def test_portal_hides_other_organizations_and_refuses_viewers(client, org_a, org_b, admin_b, viewer_a, receiver):
+def test_portal_hides_other_organizations_and_refuses_viewers(
+    client, org_a, org_b, admin_b, viewer_a, receiver
+):
     endpoint, _ = register(org_a, receiver.url)
     signed_in(client, admin_b)
     assert receiver.url not in client.get("/portal/webhooks/").content.decode()
