@@ -349,14 +349,16 @@ def event_record(
                 data=data or {},
             )
             visit_recompute(visit=visit)
+            # Webhooks commit with the event: a crash after the commit cannot lose them,
+            # and their sending is queued once it commits.
+            from connector.webhooks.events import emit_for_visit_event
+
+            emit_for_visit_event(event=event, visit=visit)
     except IntegrityError:
         return VisitEvent.objects.get(event_id=event_id), False
     from connector.services.write_back import write_back_queue_for_event
 
     write_back_queue_for_event(event=event)
-    from connector.webhooks.events import emit_for_visit_event
-
-    emit_for_visit_event(event=event, visit=visit)
     return event, True
 
 

@@ -191,8 +191,16 @@ def _emit(
         "tenant_id": tenant.microsoft_tenant_id,
         "data": data,
     }
+    # Facts such as visit.started are emitted again with every later event: skip without an error.
+    already = set(
+        WebhookDelivery.objects.filter(event_id=event_id, endpoint__in=endpoints).values_list(
+            "endpoint_id", flat=True
+        )
+    )
     created = []
     for endpoint in endpoints:
+        if endpoint.pk in already:
+            continue
         try:
             with transaction.atomic():
                 delivery = WebhookDelivery.objects.create(
