@@ -416,6 +416,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Also used by the schema check of `manage.py check --deploy`.
     "DEFAULT_GENERATOR_CLASS": "connector.api.schema_generator.ScopeLiftedSchemaGenerator",
+    # One name for the webhook event types, used by endpoints (a list) and deliveries (one).
+    "ENUM_NAME_OVERRIDES": {"WebhookEventTypeEnum": "connector.webhooks.models.EventType"},
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
