@@ -545,3 +545,56 @@ def test_portal_hides_other_organizations_and_refuses_viewers(
     client.logout()
     signed_in(client, viewer_a)
     assert client.get("/portal/webhooks/").status_code == 403
+
+
+def test_an_approval_and_a_failed_text_emit_their_events(org_a, admin_a, receiver):
+    from connector.models import EndpointStatus, FhirEndpoint
+    from connector.services.approvals import approval_grant
+    from connector.services.endpoints import ehr_approvers_set
+    from connector.smart import EhrIdentity
+    from sms.backends.base import DeliveryReport
+    from sms.models import OutboundMessage
+    from sms.services.appointments import appointment_apply
+    from sms.services.inbound import delivery_report_apply
+    from tests.support.sms import siu, sms_ready_endpoint
+
+    register(org_a, receiver.url, events=["endpoint.approved", "text.failed"])
+    with tenant_scope(org_a):
+        endpoint = FhirEndpoint.objects.create(
+            tenant=org_a,
+            base_url="https://ehr.example.org/fhir",
+            environment="test",
+            label="Main",
+            status=EndpointStatus.AWAITING_APPROVAL,
+        )
+        ehr_approvers_set(tenant=org_a, usernames=["analyst1"])
+        approval = approval_grant(
+            endpoint=endpoint,
+            decided_by=admin_a,
+            identity=EhrIdentity(
+                subject="s-1", fhir_user="", username="ANALYST1", preferred_username="ANALYST1"
+            ),
+        )
+    [(headers, body)] = receiver.received
+    approved = json.loads(body)
+    assert approved["type"] == "endpoint.approved"
+    assert (
+        approved["data"]["endpoint"]["id"] == endpoint.pk
+        and approved["data"]["approval"]["id"] == approval.pk
+    )
+    assert b"ANALYST1" not in body and b"analyst1" not in body  # who approved stays in the portal
+
+    sms_endpoint = sms_ready_endpoint(org_a, number="+18335550143")
+    with tenant_scope(org_a):
+        applied = appointment_apply(endpoint=sms_endpoint, message=siu(external_id="APPT-F"))
+        message = OutboundMessage.objects.filter(appointment=applied.appointment).first()
+    with all_tenants():
+        OutboundMessage.objects.filter(pk=message.pk).update(provider_message_id="SM-F", state="sent")
+    delivery_report_apply(
+        DeliveryReport(
+            provider_message_id="SM-F", status="failed", error="30003 unreachable", occurred_at=timezone.now()
+        )
+    )
+    failed = json.loads(receiver.received[-1][1])
+    assert failed["type"] == "text.failed" and failed["data"]["message"]["id"] == message.pk
+    assert b"30003" not in receiver.received[-1][1]  # the provider's reason may quote the number: not sent
