@@ -35,6 +35,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "time_zone",
             "write_back_enabled",
             "write_join_link",
+            "smart_client_id",
             "status",
             "config_version",
             "validation_step",
@@ -55,6 +56,7 @@ class EndpointSerializer(serializers.ModelSerializer):
                 "time_zone",
                 "write_back_enabled",
                 "write_join_link",
+                "smart_client_id",
                 "validation_gaps",
             )
         ]
@@ -67,6 +69,14 @@ class EndpointWriteSerializer(serializers.Serializer):
     time_zone = serializers.CharField(max_length=64, default="UTC")
     write_back_enabled = serializers.BooleanField(default=False)
     write_join_link = serializers.BooleanField(default=False)
+    smart_client_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The client ID the EHR assigned to the connector for this endpoint; blank uses the "
+        "installation's SMART_CLIENT_ID.",
+    )
 
 
 class EndpointPatchSerializer(EndpointWriteSerializer):

@@ -15,7 +15,9 @@ state carries a lease in its row, and this sweeper (scheduled every minute by
   due pending write is queued (this is also how backoff retries happen);
 - report builds (RollupJob DUE or BUILDING, `lease_until`): queued again;
 - texts (OutboundMessage SENDING, `lease_until`): reconciled with the provider
-  (sms/services/recovery.py); due texts get a dispatch queued.
+  (sms/services/recovery.py); due texts get a dispatch queued;
+- webhooks (WebhookDelivery SENDING, `next_attempt_at`): back to pending; every
+  due pending delivery is queued (this is also how backoff retries happen).
 
 Each step is bounded (a few hundred rows a run) and one failing step does not
 stop the others. Every step is safe to run twice at once: each row is taken
@@ -109,10 +111,23 @@ def texts_recover() -> int:
     outcomes = messages_reconcile(limit=BATCH)
     with all_tenants():
         PendingDeliveryReport.objects.filter(received_at__lt=timezone.now() - PENDING_REPORT_TTL).delete()
-        due = OutboundMessage.objects.filter(state=MessageState.SCHEDULED, send_at__lte=timezone.now()).exists()
+        due = OutboundMessage.objects.filter(
+            state=MessageState.SCHEDULED, send_at__lte=timezone.now()
+        ).exists()
     if due or outcomes.get("due"):
         queue_now("sms.tasks.messages_dispatch")
     return sum(outcomes.values())
+
+
+def webhooks_recover() -> int:
+    """Deliveries that are due (backoff retries) or whose sender died: queued again."""
+    from connector.webhooks.services import webhook_deliveries_due
+
+    with all_tenants():
+        due = webhook_deliveries_due()
+    for pk in due:
+        queue_now("connector.webhooks.tasks.webhook_deliver", pk)
+    return len(due)
 
 
 STEPS: dict[str, Callable[[], int]] = {
@@ -121,6 +136,7 @@ STEPS: dict[str, Callable[[], int]] = {
     "write_backs": write_backs_recover,
     "rollups": rollup_jobs_recover,
     "texts": texts_recover,
+    "webhooks": webhooks_recover,
 }
 
 

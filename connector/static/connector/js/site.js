@@ -6,4 +6,10 @@ document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("select[data-submit-on-change]").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });
   });
+  // A button that asks first (data-confirm="Question?"): cancelling stops the form.
+  document.querySelectorAll("[data-confirm]").forEach(function (element) {
+    element.addEventListener("click", function (event) {
+      if (!window.confirm(element.dataset.confirm)) { event.preventDefault(); }
+    });
+  });
 });
