@@ -38,7 +38,7 @@ from tests.conftest import make_member
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True)]
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 
 # The checks: no server error, and the answer as the schema says (status code, content type,
 # headers, body). Two of schemathesis' defaults are left out because the schema cannot say
@@ -112,6 +112,7 @@ def _call(case, caller: dict, checks):
     max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_answers_without_server_errors_and_as_the_schema_says(case, callers):
