@@ -26,6 +26,7 @@ from connector.models import (
     VisitState,
 )
 from connector.services.appointment_finder import FoundAppointment
+from connector.services.visit_feed import live_version_bump, visit_feed_take
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +338,12 @@ def event_record(
     try:
         with transaction.atomic():
             list(Visit.objects.select_for_update().filter(pk=visit.pk).values_list("pk", flat=True))
+            # A repeat would take a position and roll it back: look first (the visit lock keeps
+            # two deliveries of the same event from both passing this check).
+            if VisitEvent.objects.filter(tenant_id=visit.tenant_id, event_id=event_id).exists():
+                raise IntegrityError("repeated event")
             event = VisitEvent.objects.create(
+                seq=visit_feed_take(tenant_id=visit.tenant_id),
                 tenant=visit.tenant,
                 visit=visit,
                 event_id=event_id,
@@ -433,6 +439,7 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
             ).update(state=VisitState.NO_SHOW):
                 continue
             marked += 1
+            live_version_bump(tenant_id=visit.tenant_id)
             # Queued in the same transaction; sent once it commits (no EHR call while it is open).
             write_back_queue_for_no_show(visit=visit)
     return marked
