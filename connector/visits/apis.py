@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connector.api.idempotency import idempotent
-from connector.api.pagination import VisitCursorPagination
+from connector.api.pagination import KeysetPagination
 from connector.api.tenancy import TenantAPIViewMixin
 from connector.models import Environment, GuestInvite, ParticipantRole, Visit, VisitEvent
 from connector.services.participants import (
@@ -141,8 +141,6 @@ class VisitEventSerializer(serializers.ModelSerializer):
 class VisitQuery(serializers.Serializer):
     """The list's query parameters, checked before any query runs."""
 
-    # "from" is a Python keyword: the field is renamed in __init__.
-    from_ = serializers.DateField(required=False, help_text="First local day (in `tz`), included.")
     to = serializers.DateField(required=False, help_text="Last local day (in `tz`), included.")
     tz = serializers.CharField(required=False, default="UTC", help_text="An IANA zone, e.g. America/Chicago.")
     state = serializers.ChoiceField(choices=selectors.API_STATES, required=False)
@@ -153,7 +151,10 @@ class VisitQuery(serializers.Serializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["from"] = self.fields.pop("from_")
+        # "from" is a Python keyword, so the field cannot be declared as a class attribute.
+        self.fields["from"] = serializers.DateField(
+            required=False, help_text="First local day (in `tz`), included."
+        )
 
     def validate_tz(self, value: str) -> ZoneInfo:
         try:
@@ -235,7 +236,7 @@ class VisitListApi(TenantAPIViewMixin, generics.ListAPIView):
     """Visits, filtered, in pages reached by `next` links (cursor pagination)."""
 
     serializer_class = VisitSerializer
-    pagination_class = VisitCursorPagination
+    pagination_class = KeysetPagination
     filter_backends: list = []  # the query is checked by VisitQuery; ordering by the paginator
 
     def get_queryset(self):
