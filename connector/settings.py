@@ -405,6 +405,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Also used by the schema check of `manage.py check --deploy`.
     "DEFAULT_GENERATOR_CLASS": "connector.api.schema_generator.ScopeLiftedSchemaGenerator",
+    # Choice sets whose field names ("kind", "role") other components use for other choices.
+    "ENUM_NAME_OVERRIDES": {
+        "VisitEventKindEnum": "connector.models.EventKind",
+        "ParticipantRoleEnum": "connector.models.ParticipantRole",
+        "GuestLinkKindEnum": "connector.models.GuestInvite.Kind",
+        "RoleEnum": "tenants.models.Role",
+    },
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
