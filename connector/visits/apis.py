@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.db.models import F
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -193,18 +194,35 @@ def _limit(request) -> int:
     return int(raw)
 
 
+EVENT_FIELDS = (
+    "seq",
+    "event_id",
+    "kind",
+    "role",
+    "participant_id",
+    "occurred_at",
+    "received_at",
+    "source",
+    "data",
+)
+
+
 def _event_page(request, events) -> Response:
+    """A page of events after `since`, in feed order. Rows are read as values, not models:
+    a warehouse pulls 1,000 at a time and model instances tripled the cost."""
     since, limit = _since(request), _limit(request)
-    rows = list(events.filter(seq__gt=since).select_related("visit").order_by("seq")[: limit + 1])
+    rows = list(
+        events.filter(seq__gt=since)
+        .order_by("seq")
+        .values(*EVENT_FIELDS, public_id=F("visit__public_id"))[: limit + 1]
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    return Response(
-        {
-            "results": VisitEventSerializer(rows, many=True).data,
-            "next_since": rows[-1].seq if rows else since,
-            "has_more": more,
-        }
-    )
+    results = [
+        {"seq": row["seq"], "visit": row["public_id"], **{name: row[name] for name in EVENT_FIELDS[1:]}}
+        for row in rows
+    ]
+    return Response({"results": results, "next_since": rows[-1]["seq"] if rows else since, "has_more": more})
 
 
 EVENT_PARAMETERS = [
