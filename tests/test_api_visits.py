@@ -507,6 +507,19 @@ def test_a_retry_while_the_first_request_still_runs_gets_409(org_a, token_client
     error_of(client.post(path, HTTP_IDEMPOTENCY_KEY="x" * 300), 400)
 
 
+def test_stored_answers_are_forgotten_after_a_day(org_a, token_client):
+    from connector.tasks import idempotent_requests_purge
+
+    visit = make_visit(org_a, "IDEM4")
+    client = token_client(org_a, "read_write")
+    path = f"{A}/visits/{visit.public_id}/guest-links/"
+    client.post(path, {"kind": "family"}, format="json", HTTP_IDEMPOTENCY_KEY="k-4")
+    assert idempotent_requests_purge() == 0
+    with tenant_scope(org_a):
+        IdempotentRequest.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    assert idempotent_requests_purge() == 1
+
+
 def test_too_many_calls_get_429_with_retry_after(org_a, token_client, monkeypatch):
     monkeypatch.setitem(ApiRateThrottle.THROTTLE_RATES, "api", "2/hour")
     client = token_client(org_a)

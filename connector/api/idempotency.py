@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from functools import wraps
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from connector.api.access import caller_token
 from connector.models import IdempotentRequest
+from tenants.scoping import all_tenants
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Stored answers are kept this long (connector.tasks.idempotent_requests_purge, hourly): a retry
+# comes within minutes; after a day the same key is a new request.
+KEEP_ANSWERS_FOR = timedelta(hours=24)
 
 
 class KeyReused(exceptions.APIException):
@@ -97,3 +103,12 @@ def idempotent(post):
         return response
 
     return wrapped
+
+
+def idempotent_requests_purge() -> int:
+    """Forget stored answers older than KEEP_ANSWERS_FOR, in every organization; returns how many."""
+    with all_tenants():
+        deleted, _ = IdempotentRequest.objects.filter(
+            created_at__lt=timezone.now() - KEEP_ANSWERS_FOR
+        ).delete()
+    return deleted
