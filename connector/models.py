@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
@@ -379,6 +380,13 @@ class Visit(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "created_at"]),
             models.Index(fields=["tenant", "started_at"]),
+            # The API's `time` (connector/visits/selectors.py): its date range, ordering and cursor.
+            models.Index(
+                models.F("tenant"),
+                Coalesce(models.F("scheduled_start"), models.F("created_at")),
+                models.F("id"),
+                name="visit_api_time",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -454,7 +462,11 @@ class VisitEvent(TenantOwnedModel):
             models.UniqueConstraint(fields=["tenant", "event_id"], name="one_row_per_event_id"),
             models.UniqueConstraint(fields=["tenant", "seq"], name="one_event_per_feed_position"),
         ]
-        indexes = [models.Index(fields=["visit", "occurred_at"])]
+        indexes = [
+            models.Index(fields=["visit", "occurred_at"]),
+            # The live status: the organization's recent events (connector/visits/selectors.py).
+            models.Index(fields=["tenant", "occurred_at"], name="visit_event_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.role}) at {self.occurred_at:%H:%M:%S}"

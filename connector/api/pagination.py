@@ -41,8 +41,10 @@ class KeysetPagination(BasePagination):
             if value is None:
                 raise ValidationError({"cursor": [self.BAD_CURSOR]})
             beyond = "lt" if descending else "gt"
-            queryset = queryset.filter(
-                Q(**{f"{field}__{beyond}": value}) | Q(**{field: value, f"pk__{beyond}": after["pk"]})
+            # (field, pk) beyond (value, pk), written so an index on (field, pk) bounds the scan:
+            # field at or beyond value, and strictly beyond on one of the two.
+            queryset = queryset.filter(**{f"{field}__{beyond}e": value}).filter(
+                Q(**{f"{field}__{beyond}": value}) | Q(**{f"pk__{beyond}": after["pk"]})
             )
         order = [f"-{field}", "-pk"] if descending else [field, "pk"]
         rows = list(queryset.order_by(*order)[: limit + 1])
