@@ -371,6 +371,8 @@ class Visit(TenantOwnedModel):
     ended_at = models.DateTimeField(null=True, blank=True)
     lobby_wait_seconds = models.PositiveIntegerField(null=True, blank=True)
     peak_attendees = models.PositiveIntegerField(default=0)
+    # The first lobby entry or join: a scheduled visit someone arrived at is "waiting" in the API.
+    arrived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -18,6 +18,18 @@ def number_existing_events(apps, schema_editor):
         VisitFeed.objects.update_or_create(tenant_id=tenant_id, defaults={"last_seq": seq})
 
 
+def note_arrivals(apps, schema_editor):
+    """Visits' first lobby entry or join, as visit_recompute now keeps it."""
+    Visit = apps.get_model("connector", "Visit")
+    VisitEvent = apps.get_model("connector", "VisitEvent")
+    first = (
+        VisitEvent.objects.filter(visit=models.OuterRef("pk"), kind__in=("lobby_entered", "joined"))
+        .order_by("occurred_at")
+        .values("occurred_at")[:1]
+    )
+    Visit.objects.update(arrived_at=models.Subquery(first))
+
+
 def forget_positions(apps, schema_editor):
     apps.get_model("connector", "VisitEvent").objects.update(seq=None)
 
@@ -113,5 +125,11 @@ class Migration(migrations.Migration):
             model_name="visitevent",
             index=models.Index(fields=["tenant", "occurred_at"], name="visit_event_recent"),
         ),
+        migrations.AddField(
+            model_name="visit",
+            name="arrived_at",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
         migrations.RunPython(number_existing_events, forget_positions),
+        migrations.RunPython(note_arrivals, migrations.RunPython.noop),
     ]

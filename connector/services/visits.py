@@ -369,6 +369,7 @@ def visit_recompute(*, visit: Visit) -> Visit:
     - start: the first moment a clinician and a patient are both present;
     - end: when the last participant leaves (after the start);
     - lobby wait: first lobby entry to the first admission;
+    - arrival: the first lobby entry or join (the API's "waiting" state);
     - state: completed once started, no show when the scheduled end has passed without a start.
     """
     events = list(visit.events.order_by("occurred_at", "pk"))
@@ -401,6 +402,8 @@ def visit_recompute(*, visit: Visit) -> Visit:
     visit.started_at = started_at
     visit.ended_at = ended_at if started_at else None
     visit.peak_attendees = peak
+    arrivals = [e.occurred_at for e in events if e.kind in (EventKind.LOBBY_ENTERED, EventKind.JOINED)]
+    visit.arrived_at = min(arrivals) if arrivals else None
     visit.lobby_wait_seconds = (
         int((first_admit - first_lobby).total_seconds())
         if first_lobby and first_admit and first_admit >= first_lobby
@@ -414,7 +417,16 @@ def visit_recompute(*, visit: Visit) -> Visit:
         visit.state = VisitState.NO_SHOW
     else:
         visit.state = VisitState.SCHEDULED
-    visit.save(update_fields=["started_at", "ended_at", "peak_attendees", "lobby_wait_seconds", "state"])
+    visit.save(
+        update_fields=[
+            "started_at",
+            "ended_at",
+            "peak_attendees",
+            "lobby_wait_seconds",
+            "arrived_at",
+            "state",
+        ]
+    )
     return visit
 
 

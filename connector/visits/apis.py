@@ -82,6 +82,7 @@ class VisitSerializer(serializers.Serializer):
     scheduled_start = serializers.DateTimeField(allow_null=True)
     scheduled_end = serializers.DateTimeField(allow_null=True)
     time_zone = serializers.SerializerMethodField()
+    arrived_at = serializers.DateTimeField(allow_null=True, help_text="The first lobby entry or join.")
     started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
     lobby_wait_seconds = serializers.IntegerField(allow_null=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -32,31 +32,25 @@ LIVE_WINDOW = timedelta(hours=12)
 
 
 def visits_for_api() -> QuerySet[Visit]:
-    """Visits with what the API shows: `arrived` (for the waiting state) and `time`, the sort key.
-
-    `time` is the scheduled start, or when the visit was made for an unscheduled one; the date
-    range and the default ordering use it.
-    """
-    arrived = VisitEvent.objects.filter(
-        visit=OuterRef("pk"), kind__in=(EventKind.LOBBY_ENTERED, EventKind.JOINED)
-    )
+    """Visits with `time`, the API's sort key: the scheduled start, or when the visit was made for
+    an unscheduled one. The date range, the ordering and the cursor use it (index visit_api_time)."""
     return (
         Visit.objects.select_related("endpoint")
-        .annotate(arrived=Exists(arrived), time=Coalesce("scheduled_start", "created_at"))
+        .annotate(time=Coalesce("scheduled_start", "created_at"))
         .defer("primary_clinician", "meeting")
     )
 
 
 def visits_in_state(queryset: QuerySet[Visit], state: str) -> QuerySet[Visit]:
     if state == WAITING:
-        return queryset.filter(state=VisitState.SCHEDULED, arrived=True)
+        return queryset.filter(state=VisitState.SCHEDULED, arrived_at__isnull=False)
     if state == VisitState.SCHEDULED:
-        return queryset.filter(state=VisitState.SCHEDULED, arrived=False)
+        return queryset.filter(state=VisitState.SCHEDULED, arrived_at__isnull=True)
     return queryset.filter(state=state)
 
 
 def api_state(visit: Visit) -> str:
-    if visit.state == VisitState.SCHEDULED and getattr(visit, "arrived", False):
+    if visit.state == VisitState.SCHEDULED and visit.arrived_at is not None:
         return WAITING
     return visit.state
 
