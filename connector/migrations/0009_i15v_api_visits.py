@@ -36,7 +36,7 @@ def forget_positions(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connector", "0007_i10v_integration_record_kinds"),
+        ("connector", "0008_endpoint_smart_client_id"),
         ("tenants", "0002_tenant_guest_limit_and_meeting_backend"),
     ]
 
