@@ -12,6 +12,9 @@ increasing order: a reader that has seen N has seen every committed event below 
 queue on one row for the few milliseconds between the number and the commit, far below the
 rate at which people join visits.
 
+Lock order: the visit row (event_record), then this row. Callers store each event in its own
+transaction (never several visits' events in one), so two writers cannot wait on each other.
+
 `live_version` moves in the same UPDATE (and when the no-show sweep changes a visit's state),
 so the live-status endpoint can answer `If-None-Match` by reading one integer.
 """
