@@ -365,16 +365,19 @@ def test_live_status_shows_who_waits_in_which_lobby_and_answers_304_without_reco
     record(going, EventKind.JOINED, ParticipantRole.CLINICIAN, "c-g")
     record(going, EventKind.JOINED, ParticipantRole.PATIENT, "p-g", 1)
     make_visit(org_a, "L-NOBODY")
+    late = make_visit(org_a, "L-LATE", start=NOW - timedelta(hours=2))  # past its end: a no-show
+    record(late, EventKind.LOBBY_ENTERED, ParticipantRole.PATIENT, "p-late", 25)
     client = token_client(org_a)
     first = client.get(f"{A}/live-status/")
     assert first.status_code == 200
     body = first.json()
     by_id = {v["id"]: v for v in body["visits"]}
-    assert set(by_id) == {waiting.public_id, going.public_id}
+    assert set(by_id) == {waiting.public_id, going.public_id, late.public_id}
     assert by_id[waiting.public_id]["state"] == "waiting"
+    assert by_id[late.public_id]["state"] == "no_show"  # still shown: the patient is waiting
     assert [p["participant_id"] for p in by_id[waiting.public_id]["in_lobby"]] == ["p-w"]
     assert {p["participant_id"] for p in by_id[going.public_id]["connected"]} == {"c-g", "p-g"}
-    assert body["waiting"] == 1 and body["connected"] == 2
+    assert body["waiting"] == 2 and body["connected"] == 2
     etag = first["ETag"]
 
     def must_not_run():
@@ -392,7 +395,7 @@ def test_live_status_shows_who_waits_in_which_lobby_and_answers_304_without_reco
         participant_admit(visit=waiting, participant_id="p-w")
     changed = client.get(f"{A}/live-status/", HTTP_IF_NONE_MATCH=etag)
     assert changed.status_code == 200 and changed["ETag"] != etag
-    assert changed.json()["waiting"] == 0
+    assert changed.json()["waiting"] == 1
 
 
 # --- actions --------------------------------------------------------------------------------------

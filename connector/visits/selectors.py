@@ -144,18 +144,13 @@ def visit_detail(visit: Visit) -> dict:
 def live_status() -> dict:
     """Who is in which visit's lobby, and who is connected, now: two queries whatever the size.
 
-    Visits count when they are not over (scheduled or in progress) and had an event in the
-    last LIVE_WINDOW; presence is replayed from all of their events.
+    Visits count when they had an event in the last LIVE_WINDOW and someone is still in the
+    lobby or connected; presence is replayed from all of their events.
     """
     since = timezone.now() - LIVE_WINDOW
-    live_ids = (
-        VisitEvent.objects.filter(
-            occurred_at__gte=since, visit__state__in=(VisitState.SCHEDULED, VisitState.IN_PROGRESS)
-        )
-        .order_by()
-        .values("visit_id")
-        .distinct()
-    )
+    # No filter on the visit's state: a patient still waiting after the scheduled end makes
+    # the visit a no-show, and is exactly who a wall board must show. Presence decides.
+    live_ids = VisitEvent.objects.filter(occurred_at__gte=since).order_by().values("visit_id").distinct()
     events = (
         VisitEvent.objects.filter(visit_id__in=live_ids)
         .select_related("visit__endpoint")
@@ -173,7 +168,7 @@ def live_status() -> dict:
         visits.append(
             {
                 "id": visit.public_id,
-                "state": WAITING if visit.state == VisitState.SCHEDULED else visit.state,
+                "state": api_state(visit),
                 "department_id": visit.department_id,
                 "endpoint": visit.endpoint_id,
                 "environment": visit.endpoint.environment,
