@@ -411,6 +411,7 @@ SPECTACULAR_SETTINGS = {
         "ParticipantRoleEnum": "connector.models.ParticipantRole",
         "GuestLinkKindEnum": "connector.models.GuestInvite.Kind",
         "RoleEnum": "tenants.models.Role",
+        "VisitApiStateEnum": "connector.visits.selectors.API_STATES",
     },
 }
 

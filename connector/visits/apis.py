@@ -91,6 +91,7 @@ class VisitSerializer(serializers.Serializer):
     primary_clinician_ehr_id = serializers.CharField(help_text="The clinician's EHR user (fhirUser).")
     created_at = serializers.DateTimeField()
 
+    @extend_schema_field(serializers.ChoiceField(choices=selectors.API_STATES))
     def get_state(self, visit: Visit) -> str:
         return selectors.api_state(visit)
 
@@ -107,11 +108,11 @@ class VisitDetailSerializer(VisitSerializer):
         self._detail = selectors.visit_detail(visit)
         return super().to_representation(visit)
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(serializers.ListField(child=serializers.DictField()))
     def get_participants(self, visit: Visit) -> list:
         return self._detail["participants"]
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(serializers.ListField(child=serializers.DictField()))
     def get_device_tests(self, visit: Visit) -> list:
         return self._detail["device_tests"]
 
@@ -446,7 +447,7 @@ class VisitEndApi(_VisitApi, APIView):
 class GuestLinksApi(_VisitApi, APIView):
     """The visit's guest links. Listing shows no link (a link is a credential); creating returns it once."""
 
-    @extend_schema(responses=GuestLinkSerializer(many=True))
+    @extend_schema(responses=inline_serializer("GuestLinkList", {"results": GuestLinkSerializer(many=True)}))
     def get(self, request, tenant_id: str, public_id: str):
         visit = self._visit(public_id)
         invites = GuestInvite.objects.filter(visit=visit).order_by("created_at", "pk")
