@@ -28,6 +28,7 @@ api_v1 = [
     path("", include("connector.visits.api_urls")),
     path("", include("sms.api_urls")),
     path("", include("reports.api_urls")),
+    path("", include("connector.webhooks.api_urls")),
     # Anything else under the API answers in the API's JSON error shape.
     re_path(r"^.*$", json_not_found),
 ]

@@ -87,6 +87,15 @@ ACCESS: dict[str, dict[str, Rule]] = {
     "api-sms-appointments": {"GET": rule(CONFIGURATION, Tokens.ANY)},
     "api-sms-messages": {"GET": rule(CONFIGURATION, Tokens.ANY)},
     "api-sms-opt-outs": {"GET": rule(CONFIGURATION, Tokens.ANY)},
+    # --- outbound webhooks (a secret is shown once, to whoever makes the endpoint)
+    "api-webhooks": {"GET": rule(CONFIGURATION, Tokens.ANY), "POST": rule(ADMIN, Tokens.READ_WRITE)},
+    "api-webhook": {
+        "GET": rule(CONFIGURATION, Tokens.ANY),
+        "PATCH": rule(ADMIN, Tokens.READ_WRITE),
+        "DELETE": rule(ADMIN, Tokens.READ_WRITE),
+    },
+    "api-webhook-deliveries": {"GET": rule(CONFIGURATION, Tokens.ANY)},
+    "api-webhook-redeliver": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
     # --- reports
     "api-reports": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
     "api-report": {"GET": rule(EVERY_ROLE, Tokens.ANY)},

@@ -36,7 +36,7 @@ def forget_positions(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connector", "0008_endpoint_smart_client_id"),
+        ("connector", "0008_i12e_encrypt_ehr_user_ids"),
         ("tenants", "0002_tenant_guest_limit_and_meeting_backend"),
     ]
 

@@ -355,6 +355,11 @@ def event_record(
                 data=data or {},
             )
             visit_recompute(visit=visit)
+            # Webhooks commit with the event: a crash after the commit cannot lose them,
+            # and their sending is queued once it commits.
+            from connector.webhooks.events import emit_for_visit_event
+
+            emit_for_visit_event(event=event, visit=visit)
     except IntegrityError:
         return VisitEvent.objects.get(event_id=event_id), False
     from connector.services.write_back import write_back_queue_for_event
@@ -438,6 +443,7 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
     Unscheduled visits without an end are never no-shows. Runs across organizations (scheduled).
     """
     from connector.services.write_back import write_back_queue_for_no_show
+    from connector.webhooks.events import emit_visit_no_show
 
     now = now or timezone.now()
     due = Visit.objects.filter(state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now)
@@ -454,6 +460,9 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
             live_version_bump(tenant_id=visit.tenant_id)
             # Queued in the same transaction; sent once it commits (no EHR call while it is open).
             write_back_queue_for_no_show(visit=visit)
+            # Recorded with the state change; sent once it commits.
+            visit.state = VisitState.NO_SHOW
+            emit_visit_no_show(visit=visit)
     return marked
 
 
