@@ -546,6 +546,18 @@ def test_stored_answers_are_forgotten_after_a_day(org_a, token_client):
     assert idempotent_requests_purge() == 1
 
 
+def test_creating_an_endpoint_twice_with_one_idempotency_key_makes_one(org_a, token_client, monkeypatch):
+    monkeypatch.setattr("connector.background.async_task", lambda *args, **kwargs: None)  # no validation run
+    client = token_client(org_a, "read_write")
+    body = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main"}
+    first = client.post(f"{A}/endpoints/", body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    again = client.post(f"{A}/endpoints/", body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    with tenant_scope(org_a):
+        assert FhirEndpoint.objects.count() == 1
+
+
 def test_too_many_calls_get_429_with_retry_after(org_a, token_client, monkeypatch):
     monkeypatch.setitem(ApiRateThrottle.THROTTLE_RATES, "api", "2/hour")
     client = token_client(org_a)
