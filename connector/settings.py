@@ -451,8 +451,15 @@ SPECTACULAR_SETTINGS = {
         "connector.api.schema_hooks.add_error_responses",
         "connector.api.schema_hooks.describe_local_times",
     ],
-    # One name for the webhook event types, used by endpoints (a list) and deliveries (one).
-    "ENUM_NAME_OVERRIDES": {"WebhookEventTypeEnum": "connector.webhooks.models.EventType"},
+    # Choice sets whose field names ("kind", "role", "event_type") other components use for other choices.
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEventTypeEnum": "connector.webhooks.models.EventType",
+        "VisitEventKindEnum": "connector.models.EventKind",
+        "ParticipantRoleEnum": "connector.models.ParticipantRole",
+        "GuestLinkKindEnum": "connector.models.GuestInvite.Kind",
+        "RoleEnum": "tenants.models.Role",
+        "VisitApiStateEnum": "connector.visits.selectors.API_STATES",
+    },
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
