@@ -66,6 +66,7 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict, bytes]] = []
         self.status = 200
+        self.refuse: bytes | None = None  # bodies containing this are answered 422
         self.crash_at: int | None = None  # the Nth request is read, then the server dies unanswered
         self.port = 0
         self.server: ThreadingHTTPServer | None = None
@@ -91,7 +92,8 @@ class Receiver:
                     self.close_connection = True
                     threading.Thread(target=receiver.stop, daemon=True).start()
                     return
-                self.send_response(receiver.status)
+                refused = receiver.refuse is not None and receiver.refuse in body
+                self.send_response(422 if refused else receiver.status)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -298,6 +300,24 @@ def test_a_failing_receiver_is_retried_with_growing_delays_for_a_day_then_disabl
     # Disabled: new events make no deliveries.
     record(make_visit(org_a, appointment="A-2"), "e9", EventKind.LOBBY_ENTERED, "patient", "p-2", 0)
     assert len(deliveries()) == 1
+
+
+def test_one_refused_delivery_fails_after_a_day_without_disabling_a_receiver_that_takes_the_others(
+    org_a, admin_a, receiver
+):
+    receiver.refuse = b'"p-bad"'
+    endpoint, _ = register(org_a, receiver.url)
+    visit = make_visit(org_a)
+    record(visit, "e-bad", EventKind.LOBBY_ENTERED, "patient", "p-bad", 0)
+    record(visit, "e-good", EventKind.LOBBY_ENTERED, "patient", "p-good", 1)
+    run_sweeper_until_quiet()
+    states = {d.payload["data"]["participant"]["id"]: d.state for d in deliveries()}
+    assert states == {"p-bad": DeliveryState.FAILED, "p-good": DeliveryState.DELIVERED}
+    [bad] = deliveries(state=DeliveryState.FAILED)
+    assert "HTTP 422" in bad.last_error and bad.last_status == 422
+    with tenant_scope(org_a):
+        endpoint.refresh_from_db()
+    assert endpoint.enabled and mail.outbox == []
 
 
 def test_backoff_doubles_between_attempts(org_a, receiver, settings):

@@ -129,9 +129,9 @@ def _record_failure(delivery: WebhookDelivery, error: DeliveryFailed) -> str:
         total_failures=F("total_failures") + 1,
         last_failure_at=now,
     )
-    failures = (
-        WebhookEndpoint.objects.filter(pk=endpoint_pk).values_list("consecutive_failures", flat=True).first()
-    )
+    failures, last_success_at = WebhookEndpoint.objects.filter(pk=endpoint_pk).values_list(
+        "consecutive_failures", "last_success_at"
+    ).first() or (0, None)
     next_at = now + backoff_for(delivery.attempts)
     give_up = error.refused_address or next_at > delivery.retry_until
     state = DeliveryState.FAILED if give_up else DeliveryState.PENDING
@@ -147,11 +147,12 @@ def _record_failure(delivery: WebhookDelivery, error: DeliveryFailed) -> str:
     )
     if error.refused_address:
         webhook_endpoint_disable(endpoint_pk=endpoint_pk, reason=error.message)
-    elif give_up and failures:
+    elif give_up and (last_success_at is None or last_success_at < delivery.created_at):
+        # Nothing got through since this delivery was made: the receiver is down, not one payload refused.
         webhook_endpoint_disable(
             endpoint_pk=endpoint_pk,
             reason=f"A delivery failed for {settings.WEBHOOK_RETRY_WINDOW_SECONDS // 3600} hours "
-            f"without a successful one in between. The last error: {error.message}",
+            f"and nothing was delivered since it was made. The last error: {error.message}",
         )
     elif failures and failures >= settings.WEBHOOK_DISABLE_AFTER_FAILURES:
         webhook_endpoint_disable(
