@@ -618,3 +618,43 @@ def test_an_approval_and_a_failed_text_emit_their_events(org_a, admin_a, receive
     failed = json.loads(receiver.received[-1][1])
     assert failed["type"] == "text.failed" and failed["data"]["message"]["id"] == message.pk
     assert b"30003" not in receiver.received[-1][1]  # the provider's reason may quote the number: not sent
+
+
+# --- the cause never waits; no transaction across the POST -----------------------------------
+
+
+@pytest.mark.tasks
+def test_recording_an_event_only_queues_the_delivery_and_a_worker_sends_it(org_a, receiver, drain_task_queue):
+    register(org_a, receiver.url)
+    visit = make_visit(org_a)
+    record(visit, "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
+    # The event is recorded; nothing was sent while recording it, the task waits on the real broker.
+    assert receiver.received == []
+    [delivery] = deliveries()
+    assert delivery.state == DeliveryState.PENDING and delivery.attempts == 0
+    ran = [r for r in drain_task_queue() if r[0] == "connector.webhooks.tasks.webhook_deliver"]
+    assert ran == [("connector.webhooks.tasks.webhook_deliver", (delivery.pk,), "delivered")]
+    assert len(receiver.received) == 1
+    # Queued again (a sweeper racing a worker): the claim lets only one send.
+    from connector.webhooks.tasks import webhook_deliver
+
+    assert webhook_deliver(delivery.pk) == "not due"
+    assert len(receiver.received) == 1
+
+
+def test_no_transaction_is_open_while_a_delivery_is_posted(org_a, receiver, monkeypatch):
+    from django.db import connection
+
+    from connector.webhooks import sender
+
+    seen = []
+    real = sender.guarded_post_bytes
+
+    def post(*args, **kwargs):
+        seen.append(connection.in_atomic_block)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sender, "guarded_post_bytes", post)
+    register(org_a, receiver.url)
+    record(make_visit(org_a), "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
+    assert seen == [False] and len(receiver.received) == 1
