@@ -658,3 +658,18 @@ def test_no_transaction_is_open_while_a_delivery_is_posted(org_a, receiver, monk
     register(org_a, receiver.url)
     record(make_visit(org_a), "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
     assert seen == [False] and len(receiver.received) == 1
+
+
+def test_finished_deliveries_are_forgotten_after_the_log_period(org_a, receiver, settings):
+    from connector.webhooks.tasks import webhook_deliveries_purge
+
+    settings.WEBHOOK_LOG_DAYS = 30
+    register(org_a, receiver.url)
+    receiver.status = 500
+    record(make_visit(org_a), "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)  # pending: kept
+    receiver.status = 200
+    record(make_visit(org_a, appointment="A-2"), "e2", EventKind.LOBBY_ENTERED, "patient", "p-2", 0)
+    assert webhook_deliveries_purge() == 0
+    with time_machine.travel(timezone.now() + timedelta(days=31), tick=False):
+        assert webhook_deliveries_purge() == 1
+    assert [d.state for d in deliveries()] == [DeliveryState.PENDING]
