@@ -418,8 +418,15 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Also used by the schema check of `manage.py check --deploy`.
     "DEFAULT_GENERATOR_CLASS": "connector.api.schema_generator.ScopeLiftedSchemaGenerator",
-    # One name for the webhook event types, used by endpoints (a list) and deliveries (one).
-    "ENUM_NAME_OVERRIDES": {"WebhookEventTypeEnum": "connector.webhooks.models.EventType"},
+    # Choice sets whose field names ("kind", "role", "event_type") other components use for other choices.
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEventTypeEnum": "connector.webhooks.models.EventType",
+        "VisitEventKindEnum": "connector.models.EventKind",
+        "ParticipantRoleEnum": "connector.models.ParticipantRole",
+        "GuestLinkKindEnum": "connector.models.GuestInvite.Kind",
+        "RoleEnum": "tenants.models.Role",
+        "VisitApiStateEnum": "connector.visits.selectors.API_STATES",
+    },
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
