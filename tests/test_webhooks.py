@@ -156,7 +156,7 @@ def run_sweeper_until_quiet(rounds=40):
 # --- delivery and signature --------------------------------------------------------------
 
 
-def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, receiver):
+def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, receiver, token_client):
     endpoint, secret = register(org_a, receiver.url)
     visit = make_visit(org_a)
     record(visit, "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
@@ -183,7 +183,14 @@ def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, rec
         assert payload["id"] == headers["webhook-id"]
         assert payload["tenant_id"] == org_a.microsoft_tenant_id
     ended = json.loads(receiver.received[-1][1])
-    assert ended["data"]["visit"]["id"] == visit.pk
+    assert ended["data"]["visit"]["id"] == visit.public_id
+    # The visit ID is the visits API's: a tool fetches the detail with it.
+    api = token_client(org_a, "read").get(
+        f"/api/v1/tenants/{org_a.microsoft_tenant_id}/visits/{visit.public_id}/"
+    )
+    assert api.status_code == 200 and api.json()["state"] == ended["data"]["visit"]["state"]
+    joined = json.loads(receiver.received[1][1])["data"]
+    assert joined["event"]["id"] == "e2" and isinstance(joined["event"]["seq"], int)
     assert ended["data"]["visit"]["state"] == "completed"
     assert ended["data"]["visit"]["started_at"] == (T0 + timedelta(minutes=2)).isoformat()
     assert json.loads(receiver.received[1][1])["data"]["participant"] == {"id": "p-1", "role": "patient"}
