@@ -489,9 +489,12 @@ def test_api_delivery_log_and_send_again(org_a, token_client, receiver):
     listed = writer.get(url).json()
     [row] = listed["results"] if isinstance(listed, dict) else listed
     assert row["state"] == "delivered" and row["attempts"] == 1 and row["event_type"] == "participant.waiting"
-    response = writer.post(f"{url}{row['id']}/redeliver/")
+    response = writer.post(f"{url}{row['id']}/redeliver/", HTTP_IDEMPOTENCY_KEY="again-1")
     assert response.status_code == 202
     assert receiver.ids() == [row["event_id"], row["event_id"]]  # sent again with the same ID
+    replay = writer.post(f"{url}{row['id']}/redeliver/", HTTP_IDEMPOTENCY_KEY="again-1")
+    assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+    assert len(receiver.ids()) == 2  # a retried request sends nothing more
     [delivery] = deliveries()
     assert delivery.attempts == 2 and delivery.state == DeliveryState.DELIVERED
 
