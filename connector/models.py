@@ -33,7 +33,9 @@ def _time_zone_choices() -> list[tuple[str, str]]:
 class FhirEndpoint(TenantOwnedModel):
     """One FHIR R4 base URL of the organization's EHR, in one environment."""
 
-    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
+    objects = (
+        setup_scoped_manager()
+    )  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="fhir_endpoints")
     base_url = models.URLField(
@@ -122,7 +124,10 @@ class EhrApprover(TenantOwnedModel):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="ehr_approvers")
     ehr_username = models.CharField("EHR username, fhirUser or identifier", max_length=500)
     last_matched_as = models.CharField(
-        max_length=12, choices=ApproverMatch.choices, blank=True, help_text="How the last EHR sign-in matched."
+        max_length=12,
+        choices=ApproverMatch.choices,
+        blank=True,
+        help_text="How the last EHR sign-in matched.",
     )
     last_matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -447,6 +452,30 @@ class VisitEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.role}) at {self.occurred_at:%H:%M:%S}"
+
+
+class Heartbeat(TenantOwnedModel):
+    """When a participant's visit page (lobby, console, meeting) last said it is still open.
+
+    One row per participant and visit, overwritten every ~15 s; the presence sweep
+    (connector/services/presence.py) marks as left whoever stops sending, then deletes the row.
+    Holds only the participant ID the visit's events already hold.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="heartbeats")
+    participant_id = models.CharField(max_length=200)
+    role = models.CharField(max_length=12, choices=ParticipantRole.choices)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["visit", "participant_id"], name="one_heartbeat_per_participant")
+        ]
+        indexes = [models.Index(fields=["last_seen_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.role} last seen {self.last_seen_at:%H:%M:%S}"
 
 
 class GuestInvite(TenantOwnedModel):

@@ -15,7 +15,9 @@ state carries a lease in its row, and this sweeper (scheduled every minute by
   due pending write is queued (this is also how backoff retries happen);
 - report builds (RollupJob DUE or BUILDING, `lease_until`): queued again;
 - texts (OutboundMessage SENDING, `lease_until`): reconciled with the provider
-  (sms/services/recovery.py); due texts get a dispatch queued.
+  (sms/services/recovery.py); due texts get a dispatch queued;
+- presence (Heartbeat older than 45 s): the participant is marked as left
+  (connector/services/presence.py) in visits nobody's page sweeps any more.
 
 Each step is bounded (a few hundred rows a run) and one failing step does not
 stop the others. Every step is safe to run twice at once: each row is taken
@@ -109,10 +111,18 @@ def texts_recover() -> int:
     outcomes = messages_reconcile(limit=BATCH)
     with all_tenants():
         PendingDeliveryReport.objects.filter(received_at__lt=timezone.now() - PENDING_REPORT_TTL).delete()
-        due = OutboundMessage.objects.filter(state=MessageState.SCHEDULED, send_at__lte=timezone.now()).exists()
+        due = OutboundMessage.objects.filter(
+            state=MessageState.SCHEDULED, send_at__lte=timezone.now()
+        ).exists()
     if due or outcomes.get("due"):
         queue_now("sms.tasks.messages_dispatch")
     return sum(outcomes.values())
+
+
+def presence_recover() -> int:
+    from connector.services.presence import presence_sweep
+
+    return presence_sweep()
 
 
 STEPS: dict[str, Callable[[], int]] = {
@@ -121,6 +131,7 @@ STEPS: dict[str, Callable[[], int]] = {
     "write_backs": write_backs_recover,
     "rollups": rollup_jobs_recover,
     "texts": texts_recover,
+    "presence": presence_recover,
 }
 
 

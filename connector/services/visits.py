@@ -451,6 +451,8 @@ def visit_presence(*, visit: Visit) -> dict:
             lobby.pop(event.participant_id, None)
             present[event.participant_id] = event.role
         elif event.kind == EventKind.LEFT:
+            # A lobby waiter whose page went silent leaves the lobby too (services/presence.py).
+            lobby.pop(event.participant_id, None)
             present.pop(event.participant_id, None)
     return {
         "in_lobby": [{"participant_id": p, "role": r} for p, r in lobby.items()],
