@@ -71,6 +71,13 @@ class FhirEndpoint(TenantOwnedModel):
         help_text="With write-back on: put the patient's join link on the EHR's Appointment when the visit "
         "is made (Oracle Health: its video visit links; other EHRs: the R5 virtualService extension).",
     )
+    smart_client_id = models.CharField(
+        "SMART client ID",
+        max_length=200,
+        blank=True,
+        help_text="The client ID this EHR assigned to the connector (Epic gives one per environment: non-production "
+        "and production). Leave blank to use the installation's SMART_CLIENT_ID.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -88,6 +95,11 @@ class FhirEndpoint(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_environment_display()}): {self.base_url}"
+
+    @property
+    def client_id(self) -> str:
+        """The client ID to present to this EHR: the one it assigned, else the installation's."""
+        return self.smart_client_id or settings.SMART_CLIENT_ID
 
     @property
     def is_usable(self) -> bool:
