@@ -234,7 +234,9 @@ def test_the_walk_from_setup_to_reports_and_admin(origin, new_page, org_a, staff
     # --- presence: the patient's phone dies (no Leave, no last beacon); the heartbeat stops --------------
     visit = the_visit()
     # A dead phone sends nothing more: no heartbeat, and no "left" beacon when the page goes.
-    patient.evaluate("() => { navigator.sendBeacon = () => true; window.fetch = () => new Promise(() => {}); }")
+    patient.evaluate(
+        "() => { navigator.sendBeacon = () => true; window.fetch = () => new Promise(() => {}); }"
+    )
     patient.close()
     with all_tenants():
         patient_beat = Heartbeat.objects.get(visit=visit, role=ParticipantRole.PATIENT)
