@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from connector.encryption import EncryptedJSONField, EncryptedTextField
+from connector.lookup_hash import EHR_USER, LookupHashField, hash_fields_for
 from tenants.scoping import TenantOwnedModel, setup_scoped_manager
 
 
@@ -174,8 +177,9 @@ class EndpointApproval(TenantOwnedModel):
     decision = models.CharField(max_length=10, choices=ApprovalDecision.choices)
     comment = models.TextField(blank=True)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    ehr_username = models.CharField("EHR username", max_length=150)
-    ehr_user = models.CharField("EHR user (fhirUser)", max_length=500, blank=True)
+    # Identifiers of a person: encrypted at rest (docs/security.md), shown, never searched.
+    ehr_username = EncryptedTextField("EHR username")
+    ehr_user = EncryptedTextField("EHR user (fhirUser)", blank=True)
     matched_as = models.CharField(
         "approver matched by", max_length=12, choices=ApproverMatch.choices, blank=True
     )
@@ -272,7 +276,9 @@ class ClinicianLink(TenantOwnedModel):
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     environment = models.CharField(max_length=12, choices=Environment.choices)
-    fhir_user = models.CharField("EHR user (absolute fhirUser URL)", max_length=500)
+    fhir_user = EncryptedTextField("EHR user (absolute fhirUser URL)", help_text="Encrypted at rest.")
+    # What the launch finds the link by: `fhir_user_hash__in=lookup_hashes(url, purpose=EHR_USER)`.
+    fhir_user_hash = LookupHashField(source="fhir_user", purpose=EHR_USER)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clinician_links"
     )
@@ -283,12 +289,16 @@ class ClinicianLink(TenantOwnedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "environment", "fhir_user"], name="one_link_per_environment_and_ehr_user"
+                fields=["tenant", "environment", "fhir_user_hash"],
+                name="one_link_per_environment_and_ehr_user",
             )
         ]
 
     def __str__(self) -> str:
         return f"{self.fhir_user} -> {self.user}"
+
+    def save(self, *args, update_fields=None, **kwargs):
+        super().save(*args, update_fields=hash_fields_for(type(self), update_fields), **kwargs)
 
 
 class Meeting(TenantOwnedModel):
@@ -375,13 +385,18 @@ class Visit(TenantOwnedModel):
     primary_clinician = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    primary_clinician_ehr_id = models.CharField(max_length=500, blank=True)
+    primary_clinician_ehr_id = EncryptedTextField(
+        blank=True, help_text="The clinician's fhirUser, encrypted at rest."
+    )
+    primary_clinician_ehr_id_hash = LookupHashField(source="primary_clinician_ehr_id", purpose=EHR_USER)
     # Derived from the visit's events by services.visits.visit_recompute.
     state = models.CharField(max_length=12, choices=VisitState.choices, default=VisitState.SCHEDULED)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     lobby_wait_seconds = models.PositiveIntegerField(null=True, blank=True)
     peak_attendees = models.PositiveIntegerField(default=0)
+    # The first lobby entry or join: a scheduled visit someone arrived at is "waiting" in the API.
+    arrived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -391,10 +406,20 @@ class Visit(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "created_at"]),
             models.Index(fields=["tenant", "started_at"]),
+            # The API's `time` (connector/visits/selectors.py): its date range, ordering and cursor.
+            models.Index(
+                models.F("tenant"),
+                Coalesce(models.F("scheduled_start"), models.F("created_at")),
+                models.F("id"),
+                name="visit_api_time",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Visit {self.public_id}"
+
+    def save(self, *args, update_fields=None, **kwargs):
+        super().save(*args, update_fields=hash_fields_for(type(self), update_fields), **kwargs)
 
     @property
     def duration_seconds(self) -> int | None:
@@ -456,14 +481,65 @@ class VisitEvent(TenantOwnedModel):
     received_at = models.DateTimeField(auto_now_add=True)
     source = models.CharField(max_length=12, choices=EventSource.choices)
     data = models.JSONField(default=dict, blank=True, help_text="Device test results; never PHI.")
+    # The organization's event feed position (VisitFeed.last_seq when stored): the API's
+    # `since` cursor. Numbers commit in order, so a reader never skips one (services/visit_feed.py).
+    seq = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["occurred_at", "pk"]
-        constraints = [models.UniqueConstraint(fields=["tenant", "event_id"], name="one_row_per_event_id")]
-        indexes = [models.Index(fields=["visit", "occurred_at"])]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "event_id"], name="one_row_per_event_id"),
+            models.UniqueConstraint(fields=["tenant", "seq"], name="one_event_per_feed_position"),
+        ]
+        indexes = [
+            models.Index(fields=["visit", "occurred_at"]),
+            # The live status: the organization's recent events (connector/visits/selectors.py).
+            models.Index(fields=["tenant", "occurred_at"], name="visit_event_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.role}) at {self.occurred_at:%H:%M:%S}"
+
+
+class VisitFeed(TenantOwnedModel):
+    """One row per organization: the last event feed position handed out and the live-status version.
+
+    `last_seq` is advanced under this row's lock in the transaction that stores the event, so
+    positions become visible in order (see connector/services/visit_feed.py). `live_version`
+    moves whenever who is where, or a visit's state, changes: the live-status ETag.
+    """
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    last_seq = models.BigIntegerField(default=0)
+    live_version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"feed at {self.last_seq}, live version {self.live_version}"
+
+
+class IdempotentRequest(TenantOwnedModel):
+    """An API POST made with an `Idempotency-Key`: its request digest and the stored answer.
+
+    Claimed (a row without `status_code`) before the action runs, answered after; a retry
+    with the same key and body gets the stored answer and the action is not done again.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    caller = models.CharField(max_length=40, help_text="token:<pk> or user:<pk>.")
+    key = models.CharField(max_length=255)
+    request_digest = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "caller", "key"], name="one_answer_per_idempotency_key")
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.key}"
 
 
 class Heartbeat(TenantOwnedModel):
@@ -502,7 +578,7 @@ class GuestInvite(TenantOwnedModel):
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="invites")
     kind = models.CharField(max_length=12, choices=Kind.choices)
     participant_id = models.CharField(max_length=64, unique=True)
-    created_by_ehr_id = models.CharField(max_length=500, blank=True)
+    created_by_ehr_id = EncryptedTextField(blank=True, help_text="Encrypted at rest.")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -564,8 +640,11 @@ class LaunchState(models.Model):
     code_verifier = models.CharField(max_length=128)
     nonce = models.CharField(max_length=64)
     browser_binding = models.CharField(max_length=64, help_text="Hash of the cookie set with the redirect.")
-    context = models.JSONField(
-        default=dict, blank=True, help_text="The launch context once the code is exchanged."
+    # Holds the clinician's fhirUser and the visit's IDs between callback and account link.
+    context = EncryptedJSONField(
+        default=dict,
+        blank=True,
+        help_text="The launch context once the code is exchanged; encrypted at rest.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(null=True, blank=True)

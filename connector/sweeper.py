@@ -16,6 +16,8 @@ state carries a lease in its row, and this sweeper (scheduled every minute by
 - report builds (RollupJob DUE or BUILDING, `lease_until`): queued again;
 - texts (OutboundMessage SENDING, `lease_until`): reconciled with the provider
   (sms/services/recovery.py); due texts get a dispatch queued;
+- webhooks (WebhookDelivery SENDING, `next_attempt_at`): back to pending; every
+  due pending delivery is queued (this is also how backoff retries happen);
 - presence (Heartbeat older than 45 s): the participant is marked as left
   (connector/services/presence.py) in visits nobody's page sweeps any more.
 
@@ -119,6 +121,17 @@ def texts_recover() -> int:
     return sum(outcomes.values())
 
 
+def webhooks_recover() -> int:
+    """Deliveries that are due (backoff retries) or whose sender died: queued again."""
+    from connector.webhooks.services import webhook_deliveries_due
+
+    with all_tenants():
+        due = webhook_deliveries_due()
+    for pk in due:
+        queue_now("connector.webhooks.tasks.webhook_deliver", pk)
+    return len(due)
+
+
 def presence_recover() -> int:
     from connector.services.presence import presence_sweep
 
@@ -131,6 +144,7 @@ STEPS: dict[str, Callable[[], int]] = {
     "write_backs": write_backs_recover,
     "rollups": rollup_jobs_recover,
     "texts": texts_recover,
+    "webhooks": webhooks_recover,
     "presence": presence_recover,
 }
 

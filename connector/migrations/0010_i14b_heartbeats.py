@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connector", "0008_endpoint_smart_client_id"),
+        ("connector", "0009_i15v_api_visits"),
         ("tenants", "0002_tenant_guest_limit_and_meeting_backend"),
     ]
 
