@@ -83,6 +83,9 @@ class FhirEndpoint(TenantOwnedModel):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Deleted in the portal: kept (past visits and reports point to it), gone from every list,
+    # disabled for launches. Adding its URL again brings it back (services/endpoints.py).
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     history = HistoricalRecords(
         excluded_fields=["validation_step", "validation_lease_until", "validation_attempts"]
