@@ -6,7 +6,7 @@ visit from the sandbox EHR, with the one-time sign-in) -> the patient, on a
 390 px wide phone: device test and lobby -> the clinician admits from the
 meeting and watches the console -> presence (the patient's browser dies without
 Leave: the heartbeat stops and the console drops them) -> leave -> reports ->
-the support admin.
+members (an invitation, accepted at the invitee's sign-in) -> the support admin.
 
 Everything is real HTTP against live_server with the built-in sandbox EHR (not
 the shared peer). Screenshots land in var/screenshots/walk-*.png (ignored by
@@ -268,6 +268,25 @@ def test_the_walk_from_setup_to_reports_and_admin(origin, new_page, org_a, staff
     expect(admin.locator("#report-table")).to_contain_text(APPOINTMENT)
     shot(admin, "reports-virtual-appointments")
 
+    # --- members: the administrator invites a colleague, who signs in (the demo chooser) and lands in it ---
+    admin.get_by_role("link", name="Members", exact=True).click()
+    admin.wait_for_url(f"{origin}/portal/members/")
+    invite = admin.locator("#invite-member")
+    invite.get_by_label("Work e-mail address").fill("nora@org-a.example")
+    invite.get_by_label("Role").select_option("viewer")
+    invite.get_by_role("button", name="Send invitation").click()
+    expect(admin.locator("ul.messages")).to_contain_text("nora@org-a.example is invited as Viewer")
+    expect(admin.locator('#invites [data-invite="nora@org-a.example"]')).to_have_count(1)
+    shot(admin, "members-invited")
+    invitee = new_page()
+    invitee.goto(f"{origin}/sign-in/")
+    invitee.get_by_role("button", name="Sign in as nora@org-a.example").click()
+    invitee.wait_for_url(f"{origin}/portal/")
+    expect(invitee.locator("main")).to_contain_text("Org A Health")
+    shot(invitee, "members-invitee-landed")
+    admin.reload()
+    expect(admin.locator('#member-list [data-member="demo-nora"]')).to_have_count(1)
+
     # --- the support admin ---------------------------------------------------------------------------------
     support = new_page()
     support.goto(f"{origin}/admin/login/")
@@ -278,4 +297,4 @@ def test_the_walk_from_setup_to_reports_and_admin(origin, new_page, org_a, staff
     expect(support.locator("#result_list")).to_contain_text(visit.public_id[:8])
     shot(support, "admin-visits")
 
-    assert len(list(SCREENSHOTS.glob("walk-*.png"))) == shot.n >= 15
+    assert len(list(SCREENSHOTS.glob("walk-*.png"))) == shot.n >= 17
