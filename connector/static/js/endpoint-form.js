@@ -1,4 +1,4 @@
-// Portal forms: a confirmation before a destructive button ([data-confirm]), and, for a new
+// Portal forms (configure, members): a confirmation before a destructive button ([data-confirm]); for a new
 // endpoint of an organization with none yet, the browser's time zone proposed instead of UTC.
 (function () {
   "use strict";
