@@ -153,6 +153,29 @@ def test_a_lobby_waiter_who_goes_silent_leaves_the_lobby_and_returns_on_the_next
     assert reply.json() == {"present": True, "every_seconds": 15}
     assert [e["participant_id"] for e in status["in_lobby"]] == [PATIENT_ID]
     assert len(events(demo_visit, EventKind.LOBBY_ENTERED)) == 2
+    [left] = events(demo_visit, EventKind.LEFT)
+    assert left.data == {"reason": "heartbeat_stopped", "from": "lobby"}
+    with tenant_scope(demo_visit.tenant):
+        # Never connected, so no "disconnected" is written to the EHR for them.
+        assert not WriteBack.objects.filter(
+            visit=demo_visit, kind=WriteBack.Kind.PARTICIPANT_DISCONNECTED
+        ).exists()
+
+
+def test_a_lobby_waiter_leaving_after_the_visit_does_not_move_its_end(client, demo_visit):
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        client.get(join_path(patient_token(demo_visit, "p-guest-2"), "visits:lobby"))
+        both_in_the_meeting(client, demo_visit)
+        record(demo_visit, EventKind.LEFT, ParticipantRole.PATIENT, PATIENT_ID)
+        clock.shift(timedelta(seconds=1))
+        record(demo_visit, EventKind.LEFT, ParticipantRole.CLINICIAN, CLINICIAN_ID)
+        demo_visit.refresh_from_db()
+        ended = demo_visit.ended_at
+        clock.shift(timedelta(minutes=2))
+        presence_sweep()  # the second waiter's lobby page went quiet long ago
+    demo_visit.refresh_from_db()
+    assert demo_visit.state == VisitState.COMPLETED and demo_visit.ended_at == ended
+    assert any(e.data.get("from") == "lobby" for e in events(demo_visit, EventKind.LEFT))
 
 
 def test_a_join_reported_by_the_meeting_provider_is_left_to_the_provider(client, demo_visit):

@@ -100,7 +100,10 @@ def presence_sweep_visit(*, visit: Visit, now: datetime | None = None) -> int:
                 # The last moment the participant was known to be there, never before they arrived.
                 occurred_at=max(beat.last_seen_at, entry["since"]),
                 source=EventSource.CONNECTOR,
-                data={"reason": "heartbeat_stopped"},
+                data={
+                    "reason": "heartbeat_stopped",
+                    **({"from": "lobby"} if entry["where"] == "lobby" else {}),
+                },
             )
             marked += int(created)
         # Gone unless a heartbeat arrived meanwhile (then the row stays and the page rejoins).
