@@ -336,6 +336,7 @@ SOCIAL_AUTH_PIPELINE = (
     "social_core.pipeline.social_auth.associate_user",
     # Not social-auth's load_extra_data: it always stores the access, refresh and id tokens.
     "tenants.auth_pipeline.keep_only_stable_ids",
+    "tenants.auth_pipeline.accept_membership_invites",
     "tenants.auth_pipeline.remember_sign_in_tenant",
 )
 
