@@ -51,7 +51,8 @@ MLLP_PUBLIC_ADDRESS: str = env.str("MLLP_PUBLIC_ADDRESS", default="")
 # Fernet keys for field-level encryption, newest first; older keys keep decrypting
 # rows written before a rotation (see connector/encryption.py).
 FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
-# Keys of the phone-number hash that finds opt-outs (sms/phones.py), current first; lookups
+# Keys of the lookup hashes (connector/lookup_hash.py) that find opt-outs by phone number and
+# clinician links by EHR user ID (both stored encrypted or not at all), current first; lookups
 # try them all. Its own key, so rotating SECRET_KEY never forgets a STOP. Unset: SECRET_KEY
 # (development only). Rotate with `manage.py rehash_phone_numbers`.
 PHONE_HASH_KEY: list[str] = env.list("PHONE_HASH_KEY", default=[])
@@ -82,6 +83,8 @@ EHR_HTTP_TOTAL_TIMEOUT: float = env.float("EHR_HTTP_TOTAL_TIMEOUT", default=15.0
 WEBHOOK_RETRY_WINDOW_SECONDS: int = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
 WEBHOOK_FIRST_BACKOFF_SECONDS: int = env.int("WEBHOOK_FIRST_BACKOFF_SECONDS", default=30)
 WEBHOOK_DISABLE_AFTER_FAILURES: int = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=100)
+# Finished deliveries (their payloads: IDs and times) are deleted after this many days.
+WEBHOOK_LOG_DAYS: int = env.int("WEBHOOK_LOG_DAYS", default=30)
 EHR_HTTP_MAX_RESPONSE_BYTES: int = env.int("EHR_HTTP_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
 
 # The SMART client this installation is registered as in the EHRs (Epic's "client ID").
@@ -338,6 +341,7 @@ SOCIAL_AUTH_PIPELINE = (
     "social_core.pipeline.social_auth.associate_user",
     # Not social-auth's load_extra_data: it always stores the access, refresh and id tokens.
     "tenants.auth_pipeline.keep_only_stable_ids",
+    "tenants.auth_pipeline.accept_membership_invites",
     "tenants.auth_pipeline.remember_sign_in_tenant",
 )
 

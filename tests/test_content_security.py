@@ -54,7 +54,7 @@ INLINE = {
 
 def test_no_template_has_inline_scripts_styles_or_event_handlers():
     """What the policy would refuse in a browser, found before any browser runs: move it to a
-    static file (connector/static/connector/js/, or the app's static/<app>/)."""
+    static file (connector/static/js/, or the app's static/<app>/js/)."""
     found = [
         f"{path.relative_to(django_settings.BASE_DIR)}:{text[: match.start()].count(chr(10)) + 1}: {kind}"
         for path in _template_files()

@@ -40,6 +40,10 @@
       var body = await response.json();
       var list = document.getElementById("meeting-participants");
       list.replaceChildren();
+      // The status line comes from the same list, so the two never disagree.
+      if (!left) {
+        status.textContent = body.participants.some(function (entry) { return entry.you; }) ? "You are connected." : "Joining…";
+      }
       if (!body.participants.length) {
         var empty = document.createElement("li");
         empty.className = "empty";
@@ -72,7 +76,7 @@
   }
 
   send("joined", joinedId);
-  status.textContent = "Connected.";
+  status.textContent = "Joining…";
   loop();
   camera();
   document.getElementById("meeting-leave").addEventListener("click", function () {

@@ -76,6 +76,7 @@
       fill(panel.querySelector('[data-list="in_lobby"]'), body.in_lobby, "Nobody is waiting.", true, panel);
       fill(panel.querySelector('[data-list="connected"]'), body.connected, "Nobody is connected.", false, panel);
       panel.querySelector("[data-visit-state]").textContent = body.visit_state_label;
+      panel.querySelector("[data-summary]").textContent = body.summary;
       panel.querySelector("[data-updated]").textContent = "· updated " + new Date().toLocaleTimeString();
       if (problem.dataset.kind === "connection") { problem.hidden = true; }
     } catch (error) {
