@@ -195,7 +195,7 @@ def run(base: str, args) -> None:
         )
         for practitioner in ("pract-smith", "pract-park", "pract-nguyen"):
             ClinicianLink.objects.create(
-                tenant=tenant, user=clinician, fhir_user=f"{iss}/Practitioner/{practitioner}"
+                tenant=tenant, user=clinician, environment="test", fhir_user=f"{iss}/Practitioner/{practitioner}"
             )
 
     def one_launch(appointment: str) -> None:

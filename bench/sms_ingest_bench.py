@@ -28,7 +28,8 @@ slower code. `--workers 1` shows where one message's time goes.
     DATABASE_URL=... .venv/bin/python bench/sms_ingest_bench.py --workers 1      # per-step breakdown
     .venv/bin/python bench/sms_ingest_bench.py --messages 500 --key p256     # SQLite, EC signatures
 
-Target: at least 300 messages/s on a 2-core machine.
+Target (issue 11): at least 250 messages/s with three worker processes on a 2-core machine
+(the anchor: about 200 messages/s per core for a commercial interface engine).
 """
 
 from __future__ import annotations
@@ -428,7 +429,7 @@ def report(
         f"parsing + field mapping (scheduling_parse): {mapping_rate:.0f} messages/s; "
         f"ingest is {mapping_rate / rate:.1f}x slower"
     )
-    print(f"target >= 300 messages/s: {'met' if rate >= 300 else 'NOT met'}")
+    print(f"target >= 250 messages/s: {'met' if rate >= 250 else 'NOT met'}")
 
 
 if __name__ == "__main__":

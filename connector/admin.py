@@ -91,7 +91,9 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
                         f.get("title", ""),
                         f" (missing: {', '.join(f['missing'])})"
                         if f.get("missing")
-                        else (f" (not published: {', '.join(f['unconfirmed'])})" if f.get("unconfirmed") else ""),
+                        else (
+                            f" (not published: {', '.join(f['unconfirmed'])})" if f.get("unconfirmed") else ""
+                        ),
                     )
                     for f in features
                     if isinstance(f, dict)
@@ -115,7 +117,15 @@ class FhirEndpointAdmin(SimpleHistoryAdmin):
 
 @admin.register(EndpointApproval)
 class EndpointApprovalAdmin(admin.ModelAdmin):
-    list_display = ["decided_at", "endpoint", "tenant", "decision", "ehr_username", "matched_as", "decided_by"]
+    list_display = [
+        "decided_at",
+        "endpoint",
+        "tenant",
+        "decision",
+        "ehr_username",
+        "matched_as",
+        "decided_by",
+    ]
     list_filter = ["decision", "tenant__ehr_vendor"]
     search_fields = [
         "endpoint__label",

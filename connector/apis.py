@@ -34,6 +34,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "time_zone",
             "write_back_enabled",
             "write_join_link",
+            "smart_client_id",
             "status",
             "config_version",
             "validation_step",
@@ -54,6 +55,7 @@ class EndpointSerializer(serializers.ModelSerializer):
                 "time_zone",
                 "write_back_enabled",
                 "write_join_link",
+                "smart_client_id",
                 "validation_gaps",
             )
         ]
@@ -66,6 +68,14 @@ class EndpointWriteSerializer(serializers.Serializer):
     time_zone = serializers.CharField(max_length=64, default="UTC")
     write_back_enabled = serializers.BooleanField(default=False)
     write_join_link = serializers.BooleanField(default=False)
+    smart_client_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The client ID the EHR assigned to the connector for this endpoint; blank uses the "
+        "installation's SMART_CLIENT_ID.",
+    )
 
 
 class EndpointPatchSerializer(EndpointWriteSerializer):
@@ -148,7 +158,6 @@ class ApproversSerializer(serializers.Serializer):
 # --- endpoints -------------------------------------------------------------------
 
 
-
 @extend_schema(tags=["fhir endpoints"])
 class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     serializer_class = EndpointSerializer
@@ -169,7 +178,6 @@ class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["fhir endpoints"])
 class EndpointDetailApi(TenantAPIViewMixin, APIView):
-
     def _endpoint(self, pk: int) -> FhirEndpoint:
         return get_object_or_404(FhirEndpoint.objects.select_related("tenant"), pk=pk)
 
@@ -258,7 +266,6 @@ class ApprovalListApi(TenantAPIViewMixin, generics.ListAPIView):
 @extend_schema(tags=["approvals"])
 class ApproversApi(TenantAPIViewMixin, APIView):
     """The EHR usernames allowed to approve endpoints (Epic)."""
-
 
     @extend_schema(responses=ApproversSerializer)
     def get(self, request, tenant_id: str):

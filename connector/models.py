@@ -33,7 +33,9 @@ def _time_zone_choices() -> list[tuple[str, str]]:
 class FhirEndpoint(TenantOwnedModel):
     """One FHIR R4 base URL of the organization's EHR, in one environment."""
 
-    objects = setup_scoped_manager()  # moves the shared setup token on .update() too (tenants/setup_changes.py)
+    objects = (
+        setup_scoped_manager()
+    )  # moves the shared setup token on .update() too (tenants/setup_changes.py)
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="fhir_endpoints")
     base_url = models.URLField(
@@ -69,6 +71,13 @@ class FhirEndpoint(TenantOwnedModel):
         help_text="With write-back on: put the patient's join link on the EHR's Appointment when the visit "
         "is made (Oracle Health: its video visit links; other EHRs: the R5 virtualService extension).",
     )
+    smart_client_id = models.CharField(
+        "SMART client ID",
+        max_length=200,
+        blank=True,
+        help_text="The client ID this EHR assigned to the connector (Epic gives one per environment: non-production "
+        "and production). Leave blank to use the installation's SMART_CLIENT_ID.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -86,6 +95,11 @@ class FhirEndpoint(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_environment_display()}): {self.base_url}"
+
+    @property
+    def client_id(self) -> str:
+        """The client ID to present to this EHR: the one it assigned, else the installation's."""
+        return self.smart_client_id or settings.SMART_CLIENT_ID
 
     @property
     def is_usable(self) -> bool:
@@ -122,7 +136,10 @@ class EhrApprover(TenantOwnedModel):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="ehr_approvers")
     ehr_username = models.CharField("EHR username, fhirUser or identifier", max_length=500)
     last_matched_as = models.CharField(
-        max_length=12, choices=ApproverMatch.choices, blank=True, help_text="How the last EHR sign-in matched."
+        max_length=12,
+        choices=ApproverMatch.choices,
+        blank=True,
+        help_text="How the last EHR sign-in matched.",
     )
     last_matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

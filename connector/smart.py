@@ -14,8 +14,15 @@ from urllib.parse import urlencode
 
 import jwt
 from django.conf import settings
+from django.core.cache import cache
 
 from connector.ehr_http import EhrHttpError, ehr_get_json, ehr_post_form
+
+# An EHR's signing keys are read once an hour, not at every launch. A token signed
+# with a key not in the kept set makes one fresh read (the EHR rotated its keys),
+# at most once a minute per EHR, so forged key ids cannot make the connector hammer it.
+JWKS_CACHE_SECONDS = 3600
+JWKS_REFRESH_INTERVAL_SECONDS = 60
 
 
 class SmartError(Exception):
@@ -128,22 +135,57 @@ def absolute_fhir_user(fhir_user: str, base_url: str) -> str:
     return f"{base_url.rstrip('/')}/{fhir_user.lstrip('/')}"
 
 
-def _jwks_for(smart_configuration: dict) -> jwt.PyJWKSet:
+def _jwks_uri(smart_configuration: dict) -> str:
     jwks_uri = smart_configuration.get("jwks_uri")
-    if not jwks_uri:
-        issuer = smart_configuration.get("issuer")
-        if not issuer:
-            raise SmartError("The EHR publishes no jwks_uri, so its id_token cannot be checked.")
+    if jwks_uri:
+        return jwks_uri
+    issuer = smart_configuration.get("issuer")
+    if not issuer:
+        raise SmartError("The EHR publishes no jwks_uri, so its id_token cannot be checked.")
+    try:
         openid = ehr_get_json(
             f"{issuer.rstrip('/')}/.well-known/openid-configuration", accept="application/json"
         )
-        jwks_uri = openid.json.get("jwks_uri")
+    except EhrHttpError as error:
+        raise SmartError(f"The EHR's OpenID configuration could not be read: {error.message}") from error
+    jwks_uri = openid.json.get("jwks_uri") if isinstance(openid.json, dict) else None
+    if not jwks_uri:
+        raise SmartError("The EHR publishes no jwks_uri, so its id_token cannot be checked.")
+    return jwks_uri
+
+
+def _jwks_cache_key(smart_configuration: dict) -> str:
+    identity = smart_configuration.get("jwks_uri") or smart_configuration.get("issuer") or ""
+    return "ehr-jwks:" + hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _jwks_for(smart_configuration: dict, *, fresh: bool = False) -> jwt.PyJWKSet:
+    """The EHR's signing keys: kept for an hour; `fresh` reads them again (rotation)."""
+    key = _jwks_cache_key(smart_configuration)
+    document = None if fresh else cache.get(key)
+    if document is not None:
+        return jwt.PyJWKSet.from_dict(document)
     try:
-        return jwt.PyJWKSet.from_dict(ehr_get_json(jwks_uri, accept="application/json").json)
+        document = ehr_get_json(_jwks_uri(smart_configuration), accept="application/json").json
     except EhrHttpError as error:
         raise SmartError(f"The EHR's signing keys could not be fetched: {error.message}") from error
-    except jwt.PyJWTError as error:
+    try:
+        keys = jwt.PyJWKSet.from_dict(document)
+    except (jwt.PyJWTError, AttributeError, TypeError, KeyError) as error:
         raise SmartError("The EHR's signing keys (JWKS) could not be read.") from error
+    cache.set(key, document, JWKS_CACHE_SECONDS)  # kept only once it proved readable
+    return keys
+
+
+def _signing_key(keys: jwt.PyJWKSet, key_id: str | None) -> jwt.PyJWK | None:
+    key = next((k for k in keys.keys if k.key_id == key_id), None)
+    if key is None and len(keys.keys) == 1 and not key_id:
+        key = keys.keys[0]
+    return key
+
+
+def _may_read_keys_again(smart_configuration: dict) -> bool:
+    return cache.add(_jwks_cache_key(smart_configuration) + ":refreshed", 1, JWKS_REFRESH_INTERVAL_SECONDS)
 
 
 def verify_id_token(
@@ -159,10 +201,9 @@ def verify_id_token(
         header = jwt.get_unverified_header(id_token)
     except jwt.PyJWTError as error:
         raise SmartError("The EHR's id_token is not a JWT.") from error
-    keys = _jwks_for(smart_configuration)
-    key = next((k for k in keys.keys if k.key_id == header.get("kid")), None)
-    if key is None and len(keys.keys) == 1 and not header.get("kid"):
-        key = keys.keys[0]
+    key = _signing_key(_jwks_for(smart_configuration), header.get("kid"))
+    if key is None and _may_read_keys_again(smart_configuration):
+        key = _signing_key(_jwks_for(smart_configuration, fresh=True), header.get("kid"))
     if key is None:
         raise SmartError("The id_token was signed with a key the EHR does not publish; check the EHR's keys.")
     try:

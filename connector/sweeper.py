@@ -109,7 +109,9 @@ def texts_recover() -> int:
     outcomes = messages_reconcile(limit=BATCH)
     with all_tenants():
         PendingDeliveryReport.objects.filter(received_at__lt=timezone.now() - PENDING_REPORT_TTL).delete()
-        due = OutboundMessage.objects.filter(state=MessageState.SCHEDULED, send_at__lte=timezone.now()).exists()
+        due = OutboundMessage.objects.filter(
+            state=MessageState.SCHEDULED, send_at__lte=timezone.now()
+        ).exists()
     if due or outcomes.get("due"):
         queue_now("sms.tasks.messages_dispatch")
     return sum(outcomes.values())

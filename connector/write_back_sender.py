@@ -30,7 +30,6 @@ import logging
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db.models import F
 from django.urls import reverse
@@ -92,7 +91,7 @@ def backend_services_token(endpoint: FhirEndpoint) -> str:
             {
                 "grant_type": "client_credentials",
                 "scope": BACKEND_SCOPES,
-                **client_authentication(client_id=settings.SMART_CLIENT_ID, token_endpoint=token_endpoint),
+                **client_authentication(client_id=endpoint.client_id, token_endpoint=token_endpoint),
             },
             raise_for_status=False,
         )

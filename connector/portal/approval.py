@@ -12,7 +12,6 @@ import logging
 import secrets
 import time
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -111,6 +110,7 @@ def approval_begin(request: HttpRequest, pk: int) -> HttpResponse:
             code_challenge=challenge,
             aud=endpoint.base_url,
             nonce=nonce,
+            client_id=endpoint.client_id,
         )
     )
 
@@ -161,8 +161,9 @@ def approval_callback(request: HttpRequest) -> HttpResponse:
             code=request.GET.get("code", ""),
             redirect_uri=_callback_uri(request),
             code_verifier=attempt["verifier"],
+            client_id=endpoint.client_id,
             client_authentication=client_authentication(
-                client_id=settings.SMART_CLIENT_ID, token_endpoint=configuration["token_endpoint"]
+                client_id=endpoint.client_id, token_endpoint=configuration["token_endpoint"]
             ),
         )
         if "id_token" not in tokens:
@@ -174,6 +175,7 @@ def approval_callback(request: HttpRequest) -> HttpResponse:
             smart_configuration=configuration,
             expected_issuers=expected_issuers(endpoint.base_url, configuration),
             nonce=attempt["nonce"],
+            client_id=endpoint.client_id,
         )
     except EhrHttpError as error:
         return _sign_in_failed(request, endpoint, SmartError(error.message))

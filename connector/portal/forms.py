@@ -12,7 +12,15 @@ class EndpointForm(forms.ModelForm):
 
     class Meta:
         model = FhirEndpoint
-        fields = ["base_url", "environment", "label", "time_zone", "write_back_enabled", "write_join_link"]
+        fields = [
+            "base_url",
+            "environment",
+            "label",
+            "time_zone",
+            "smart_client_id",
+            "write_back_enabled",
+            "write_join_link",
+        ]
         widgets = {"environment": forms.RadioSelect}
 
     def __init__(self, *args, **kwargs):

@@ -168,7 +168,8 @@ def endpoint_status(request: HttpRequest, pk: int) -> JsonResponse:
             "code": endpoint.last_validation.get("code", ""),
             "message": endpoint.last_validation.get("message", ""),
             "gaps": [
-                {"feature": f.get("title", ""), "status": f.get("status", "")} for f in endpoint.validation_gaps
+                {"feature": f.get("title", ""), "status": f.get("status", "")}
+                for f in endpoint.validation_gaps
             ],
         }
     )

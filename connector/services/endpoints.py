@@ -54,6 +54,7 @@ def endpoint_create(
     time_zone: str = "UTC",
     write_back_enabled: bool = False,
     write_join_link: bool = False,
+    smart_client_id: str = "",
 ) -> FhirEndpoint:
     endpoint = FhirEndpoint(
         tenant=tenant,
@@ -63,6 +64,7 @@ def endpoint_create(
         time_zone=time_zone,
         write_back_enabled=write_back_enabled,
         write_join_link=write_join_link,
+        smart_client_id=smart_client_id.strip(),
     )
     endpoint.full_clean(exclude=["tenant"], validate_unique=False)
     if FhirEndpoint.objects.filter(tenant=tenant, base_url=endpoint.base_url).exists():
@@ -85,21 +87,32 @@ def endpoint_update(
     time_zone: str | None = None,
     write_back_enabled: bool | None = None,
     write_join_link: bool | None = None,
+    smart_client_id: str | None = None,
 ) -> FhirEndpoint:
-    """Change an endpoint. A new URL or environment needs validating (and approving) again."""
+    """Change an endpoint. A new URL, environment or client ID needs validating (and approving) again.
+
+    A new client ID counts as a new identity: the approval sign-in proved that the EHR
+    accepts the connector under the old one.
+    """
     if endpoint.status == EndpointStatus.DISABLED:
         raise ValidationError(
             "This endpoint is disabled; enable it again before changing it.", code="disabled"
         )
     new_url = _normalized_url(base_url) if base_url is not None else endpoint.base_url
     new_environment = environment if environment is not None else endpoint.environment
-    identity_changed = new_url != endpoint.base_url or new_environment != endpoint.environment
+    new_client_id = smart_client_id.strip() if smart_client_id is not None else endpoint.smart_client_id
+    identity_changed = (
+        new_url != endpoint.base_url
+        or new_environment != endpoint.environment
+        or new_client_id != endpoint.smart_client_id
+    )
     if new_url != endpoint.base_url and (
         FhirEndpoint.objects.filter(tenant=endpoint.tenant, base_url=new_url).exclude(pk=endpoint.pk).exists()
     ):
         raise _duplicate_url_error()
     endpoint.base_url = new_url
     endpoint.environment = new_environment
+    endpoint.smart_client_id = new_client_id
     if label is not None:
         endpoint.label = label.strip()
     if time_zone is not None:

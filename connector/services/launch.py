@@ -218,6 +218,7 @@ def launch_begin(
         aud=endpoint.base_url,
         nonce=nonce,
         launch=launch,
+        client_id=endpoint.client_id,
     )
     return LaunchStart(authorize_url=url, browser_binding=binding)
 
@@ -286,8 +287,9 @@ def launch_complete(
             code=code,
             redirect_uri=callback_uri(),
             code_verifier=launch_state.code_verifier,
+            client_id=endpoint.client_id,
             client_authentication=client_authentication(
-                client_id=settings.SMART_CLIENT_ID, token_endpoint=configuration["token_endpoint"]
+                client_id=endpoint.client_id, token_endpoint=configuration["token_endpoint"]
             ),
         )
     except SmartError as error_:
@@ -301,6 +303,7 @@ def launch_complete(
                 smart_configuration=configuration,
                 expected_issuers=expected_issuers(endpoint.base_url, configuration),
                 nonce=launch_state.nonce,
+                client_id=endpoint.client_id,
             )
         except (SmartError, EhrHttpError) as error_:
             raise LaunchError(

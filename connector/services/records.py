@@ -59,8 +59,8 @@ def _public(path: str) -> str:
     return f"{settings.PUBLIC_BASE_URL}{path}"
 
 
-def _client_id() -> str:
-    return settings.SMART_CLIENT_ID
+def _client_id(endpoint: FhirEndpoint) -> str:
+    return endpoint.client_id
 
 
 def _backend_scopes() -> str:
@@ -93,7 +93,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
             **smart,
             "launch_url": _public("/launch/provider"),
             "redirect_uri": _public("/launch/callback"),
-            "client_id": _client_id(),
+            "client_id": _client_id(endpoint),
             "scopes": PROVIDER_SCOPES,
             "context_parameters": VISIT_CONTEXT,
         }
@@ -102,7 +102,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
             **smart,
             "launch_url": _public("/launch/patient"),
             "redirect_uri": _public("/launch/callback"),
-            "client_id": _client_id(),
+            "client_id": _client_id(endpoint),
             "scopes": PATIENT_SCOPES,
             "context_parameters": VISIT_CONTEXT,
         }
@@ -110,7 +110,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
         return {
             "launch_url": _public("/launch/provider"),
             "redirect_uri": _public("/launch/callback"),
-            "client_id": _client_id(),
+            "client_id": _client_id(endpoint),
             "scopes": " ".join(dict.fromkeys(f"{PROVIDER_SCOPES} {PATIENT_SCOPES}".split())),
             "context_parameters": [],
             "details": {
@@ -128,7 +128,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
         return {
             "launch_url": "",
             "redirect_uri": "",
-            "client_id": _client_id(),
+            "client_id": _client_id(endpoint),
             "scopes": _backend_scopes(),
             "context_parameters": [],
             "details": {
@@ -145,7 +145,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
         return {
             "launch_url": "",
             "redirect_uri": "",
-            "client_id": _client_id(),
+            "client_id": _client_id(endpoint),
             "scopes": "",
             "context_parameters": [],
             "details": {**common["details"], **_vendor_setup(endpoint)},
@@ -154,7 +154,7 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
         return {
             **common,
             "launch_url": _public("/join"),
-            "client_id": _client_id(),
+            "client_id": _client_id(endpoint),
             "context_parameters": VISIT_CONTEXT[:2],
             "details": {**common["details"], "note": "The patient's link in text messages; no sign-in."},
         }
@@ -166,7 +166,15 @@ def _record_fields(endpoint: FhirEndpoint, kind: str) -> dict:
             ),
             "details": {
                 **common["details"],
-                "message_types": ["SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S16", "SIU^S17", "SIU^S26"],
+                "message_types": [
+                    "SIU^S12",
+                    "SIU^S13",
+                    "SIU^S14",
+                    "SIU^S15",
+                    "SIU^S16",
+                    "SIU^S17",
+                    "SIU^S26",
+                ],
                 "signature_header": "X-HL7-Signature",
                 "note": "POST signed HL7v2 SIU messages here (see the SMS settings step).",
             },
@@ -186,7 +194,8 @@ def _vendor_setup(endpoint: FhirEndpoint) -> dict:
             "vendor": "epic",
             "title": "Epic: FDI records and client registration",
             "steps": [
-                f"Client registration (Epic on FHIR / Vendor Services): client ID {_client_id()}, a confidential "
+                "Client registration (Epic on FHIR / Vendor Services): "
+                f"client ID {_client_id(endpoint)}, a confidential "
                 f"client with JWT authentication whose public keys are at {_public(reverse('jwks'))}; "
                 "redirect URIs as in the client registration record; enable the SMART scopes of the launch "
                 "records, and Backend Services with the system scopes if write-back is on.",

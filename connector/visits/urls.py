@@ -33,5 +33,7 @@ urlpatterns = [
     path("visit/<str:public_id>/console/invite/text/", pages.console_invite_text, name="console-invite-text"),
     path("webhooks/meetings/<str:backend>/", webhooks.meeting_webhook, name="meeting-webhook"),
     # Jitsi's event_sync module appends its own path (events/occupant/joined, ...).
-    path("webhooks/meetings/<str:backend>/<path:rest>", webhooks.meeting_webhook, name="meeting-webhook-path"),
+    path(
+        "webhooks/meetings/<str:backend>/<path:rest>", webhooks.meeting_webhook, name="meeting-webhook-path"
+    ),
 ]

@@ -261,7 +261,9 @@ def console_invite_text(request: HttpRequest, access: ConsoleAccess) -> HttpResp
     invite = GuestInvite.objects.filter(visit=access.visit, participant_id=participant_id).first()
     if invite is None:
         return _console_page(request, access, error="That guest link does not exist.", status=404)
-    token = join_token_make(visit=access.visit, role=ParticipantRole.GUEST, participant_id=invite.participant_id)
+    token = join_token_make(
+        visit=access.visit, role=ParticipantRole.GUEST, participant_id=invite.participant_id
+    )
     try:
         message = guest_invite_text(
             invite=invite,
