@@ -24,7 +24,8 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from connector.demo import DEMO_EPIC_TENANT_ID, configure_demo_endpoints, configure_demo_sms, demo_endpoint
-from connector.models import EndpointStatus, ParticipantRole, RecordKind, Visit
+from connector.models import EndpointStatus, GuestInvite, ParticipantRole, RecordKind, Visit
+from connector.services.participants import guest_invite_create
 from connector.services.records import integration_records_produce
 from connector.services.visits import join_token_make, join_url_for, meeting_ensure, participant_id_for
 from connector.visits.pages import console_url_for
@@ -139,6 +140,42 @@ class _References(HTMLParser):
             self.found += [("style", "url()", url) for url in _css_urls(data)]
 
 
+class _Fields(HTMLParser):
+    """Form fields a person fills in that have no label: (tag, name)."""
+
+    SKIPPED_TYPES = {"hidden", "submit", "button", "reset", "image"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.fields: list[tuple[str, str, str]] = []  # (tag, name, id)
+        self.label_for: set[str] = set()
+        self._label_depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "label":
+            self._label_depth += 1
+            if attrs.get("for"):
+                self.label_for.add(attrs["for"])
+        elif tag in ("input", "select", "textarea"):
+            if tag == "input" and (attrs.get("type") or "text") in self.SKIPPED_TYPES:
+                return
+            # A read-only box that shows a link to copy is named by aria-label; anything typed into needs a label.
+            if self._label_depth or ("readonly" in attrs and attrs.get("aria-label")):
+                return
+            self.fields.append((tag, attrs.get("name") or "", attrs.get("id") or ""))
+
+    def handle_endtag(self, tag):
+        if tag == "label" and self._label_depth:
+            self._label_depth -= 1
+
+
+def unlabelled_fields(html: str) -> list[tuple[str, str]]:
+    parser = _Fields()
+    parser.feed(html)
+    return [(tag, name) for tag, name, id_ in parser.fields if not id_ or id_ not in parser.label_for]
+
+
 def _css_urls(css: str) -> list[str]:
     return [m.strip("'\" ") for m in re.findall(r"url\(([^)]*)\)", css)] + re.findall(
         r"@import\s+['\"]([^'\"]+)", css
@@ -225,6 +262,8 @@ def demo(settings, db):
             scheduled_end=start + timedelta(minutes=30),
         )
         meeting = meeting_ensure(visit=visit)
+        # A guest: the console then shows its link and the phone field to text it.
+        guest_invite_create(visit=visit, kind=GuestInvite.Kind.INTERPRETER)
     return {"tenant": contoso, "endpoint": endpoint, "visit": visit, "meeting": meeting}
 
 
@@ -318,14 +357,23 @@ def _admin_urls() -> list[str]:
     return urls
 
 
-def test_every_page_loads_nothing_from_outside(demo, client):
+def test_the_label_finder_catches_a_field_without_one():
+    page = (
+        '<label for="a">A</label><input id="a" name="a"><label>B <input name="b"></label>'
+        '<input type="tel" name="phone" aria-label="Mobile number"><input type="hidden" name="h">'
+        '<input readonly aria-label="Your link" value="https://x"><select name="s"></select>'
+    )
+    assert unlabelled_fields(page) == [("input", "phone"), ("select", "s")]
+
+
+def test_every_page_loads_nothing_from_outside_and_labels_every_field(demo, client):
     urls = _page_urls(demo)
     covered = set(urls) | set(NOT_PAGES)
     missing = _pattern_names(get_resolver().url_patterns) - covered
     assert not missing, f"pages this test does not render yet (add them, or to NOT_PAGES with why): {missing}"
 
     readers = {"anonymous": None, **_users()}
-    rendered, problems, direct = 0, [], set()
+    rendered, problems, direct, unlabelled = 0, [], set(), []
     for reader, user in readers.items():
         browser = Client()
         if user is not None:
@@ -343,7 +391,11 @@ def test_every_page_loads_nothing_from_outside(demo, client):
             rendered += 1
             for tag, attribute, value in external_references(response.content.decode()):
                 problems.append(f"{url} as {reader}: <{tag} {attribute}={value!r}>")
+            if not url.startswith("/admin/"):  # Django's own admin forms are its business
+                for tag, name in unlabelled_fields(response.content.decode()):
+                    unlabelled.append(f"{url} as {reader}: <{tag} name={name!r}> has no <label>")
     assert not problems, "pages refer to other hosts:\n" + "\n".join(sorted(set(problems)))
+    assert not unlabelled, "fields without a label:\n" + "\n".join(sorted(set(unlabelled)))
     # The walk really rendered the pages, not only sign-in redirects.
     assert rendered > 100
     # They send each reader to their page (a signed-in person does not see the sign-in page).
