@@ -29,7 +29,7 @@
     var date = new Date(element.getAttribute("datetime"));
     if (isNaN(date.getTime())) { return; }
     var p = parts(date, {day: "numeric", month: "numeric", year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
-    var text = p.day + " " + MONTHS[Number(p.month) - 1] + " " + p.year;
+    var text = Number(p.day) + " " + MONTHS[Number(p.month) - 1] + " " + p.year;
     if (element.dataset.local !== "date") { text += ", " + p.hour + ":" + p.minute + " " + zoneName(date); }
     if (!element.title) { element.title = element.textContent; }
     element.textContent = text;
