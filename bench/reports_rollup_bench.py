@@ -41,6 +41,9 @@ django.setup()
 
 from django.db import connection, transaction  # noqa: E402
 
+from connector.encryption import encrypt_text  # noqa: E402
+from connector.lookup_hash import EHR_USER, lookup_hash  # noqa: E402
+
 BASE = datetime(2025, 1, 1, 12, tzinfo=UTC)
 DAYS = 365
 ENDPOINTS = [
@@ -108,24 +111,34 @@ def generate(tenant_id: int, endpoint_ids: list[int], visits: int, events: int) 
             """
             INSERT INTO connector_visit (tenant_id, public_id, endpoint_id, appointment_id, conference_id,
                 department_id, encounter_id, meeting_id, scheduled_start, scheduled_end, primary_clinician_id,
-                primary_clinician_ehr_id, state, started_at, ended_at, lobby_wait_seconds, peak_attendees,
-                created_at)
+                primary_clinician_ehr_id, primary_clinician_ehr_id_hash, state, started_at, ended_at,
+                lobby_wait_seconds, peak_attendees, created_at, fhir_appointment_id, appointment_status,
+                location_reference, time_zone, unscheduled, found_by)
             SELECT %(tenant)s, 'bench-' || i, (%(endpoints)s::bigint[])[1 + i %% 4], 'APPT-' || i, '',
                 'DEPT-' || lpad((((i / 4) * 7) %% 50)::text, 2, '0'), '', NULL, s.start, s.start + interval '30 min',
-                NULL, 'Practitioner/dr-' || (i %% 300),
+                NULL, (%(ehr_ids)s::text[])[1 + i %% 300], (%(ehr_hashes)s::text[])[1 + i %% 300],
                 CASE WHEN i %% 12 = 0 THEN 'no_show' ELSE 'completed' END,
                 CASE WHEN i %% 12 = 0 THEN NULL ELSE s.start + make_interval(secs => s.wait) END,
                 CASE WHEN i %% 12 = 0 THEN NULL
                      ELSE s.start + make_interval(secs => s.wait + 300 + (i * 37) %% 3300) END,
                 CASE WHEN i %% 12 = 0 THEN NULL ELSE s.wait END,
                 CASE WHEN i %% 12 = 0 THEN 0 WHEN i %% 9 = 0 THEN 3 ELSE 2 END,
-                s.start - interval '7 days'
+                s.start - interval '7 days', '', '', '', '', false, ''
             FROM generate_series(1, %(n)s) AS i,
                 LATERAL (SELECT %(base)s::timestamptz + ((i::bigint * %(span)s) / %(n)s) * interval '1 second'
                                 AS start,
                                 ((i::bigint * 2654435761) %% 1500)::int AS wait) AS s
             """,
-            {"tenant": tenant_id, "endpoints": endpoint_ids, "n": visits, "base": BASE, "span": span},
+            {
+                "tenant": tenant_id,
+                "endpoints": endpoint_ids,
+                "n": visits,
+                "base": BASE,
+                "span": span,
+                # 300 clinicians, encrypted and hashed as the model stores them (docs/security.md).
+                "ehr_ids": [encrypt_text(f"Practitioner/dr-{n}") for n in range(300)],
+                "ehr_hashes": [lookup_hash(f"Practitioner/dr-{n}", purpose=EHR_USER) for n in range(300)],
+            },
         )
     visits_seconds = time.perf_counter() - started
     started = time.perf_counter()

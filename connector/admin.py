@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
+from connector.lookup_hash import EHR_USER, lookup_hashes
 from connector.models import (
     ClinicianLink,
     EhrApprover,
@@ -130,7 +131,6 @@ class EndpointApprovalAdmin(admin.ModelAdmin):
     search_fields = [
         "endpoint__label",
         "base_url",
-        "ehr_username",
         "tenant__name",
         "=tenant__microsoft_tenant_id",
     ]
@@ -281,10 +281,19 @@ class WriteBackAdmin(admin.ModelAdmin):
 class ClinicianLinkAdmin(SimpleHistoryAdmin):
     list_display = ["fhir_user", "environment", "user", "tenant", "created_at"]
     list_filter = ["environment"]
-    search_fields = ["fhir_user", "user__username", "tenant__name"]
+    # fhir_user is encrypted: a search term is also looked up as an exact fhirUser URL by its keyed hash.
+    search_fields = ["user__username", "tenant__name"]
+    search_help_text = "Username, organization, or an exact fhirUser URL."
     list_select_related = ["user", "tenant"]
     raw_id_fields = ["user"]
     autocomplete_fields = ["tenant"]
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            results |= queryset.filter(fhir_user_hash__in=lookup_hashes(term, purpose=EHR_USER))
+        return results, may_have_duplicates
 
 
 @admin.register(Meeting)

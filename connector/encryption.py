@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldError, ImproperlyConfigured, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models.lookups import Exact
 
 
 @lru_cache(maxsize=4)
@@ -61,9 +64,19 @@ def reencrypt_text(token: str) -> str:
 class EncryptedTextField(models.TextField):
     """A text column stored encrypted; reads give back the plain text.
 
-    Encrypted values cannot be searched or compared in SQL: look rows up by
-    another column.
+    Encrypted values cannot be searched or compared in SQL (each encryption of
+    a value differs): look rows up by another column, such as a keyed hash
+    beside it (connector/lookup_hash.py). Only `isnull` and `=""` (empty is
+    stored as is) work in filters; any other raises FieldError instead of
+    silently matching nothing.
     """
+
+    def get_lookup(self, lookup_name):
+        if lookup_name == "exact":
+            return _EmptyOnlyExact
+        if lookup_name != "isnull":
+            raise _not_searchable(self, lookup_name)
+        return super().get_lookup(lookup_name)
 
     def from_db_value(self, value, expression, connection):
         if value is None or value == "":
@@ -75,3 +88,59 @@ class EncryptedTextField(models.TextField):
         if value is None or value == "":
             return value
         return encrypt_text(value)
+
+
+def _not_searchable(field, lookup_name: str) -> FieldError:
+    return FieldError(
+        f"{field.model.__name__}.{field.name} is stored encrypted and cannot be filtered with "
+        f"'{lookup_name}': filter on its keyed hash (connector/lookup_hash.py) instead."
+    )
+
+
+class _EmptyOnlyExact(Exact):
+    """`field=""` on an encrypted column: the one comparison that means what it says."""
+
+    def get_prep_lookup(self):
+        if self.rhs not in ("", None):
+            raise _not_searchable(self.lhs.output_field, "exact")
+        return super().get_prep_lookup()
+
+
+class EncryptedJSONField(EncryptedTextField):
+    """A JSON value stored encrypted in a text column; reads give back the decoded value.
+
+    For small documents that hold identifiers of people (a launch's context):
+    nothing inside can be queried in SQL.
+    """
+
+    def __init__(self, *args, encoder=None, **kwargs):
+        self.encoder = encoder or DjangoJSONEncoder
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self):
+        name, path, args, kwargs = super().deconstruct()
+        if self.encoder is not DjangoJSONEncoder:
+            kwargs["encoder"] = self.encoder
+        return name, path, args, kwargs
+
+    def from_db_value(self, value, expression, connection):
+        text = super().from_db_value(value, expression, connection)
+        if text is None or text == "":
+            return text
+        return json.loads(text)
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as error:
+                raise ValidationError("Not valid JSON.", code="invalid") from error
+        return value
+
+    def get_prep_value(self, value):
+        if value is None:
+            return None
+        return encrypt_text(json.dumps(value, cls=self.encoder, separators=(",", ":"), sort_keys=True))
+
+    def value_to_string(self, obj):
+        return json.dumps(self.value_from_object(obj), cls=self.encoder)

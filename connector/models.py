@@ -7,6 +7,8 @@ from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from connector.encryption import EncryptedJSONField, EncryptedTextField
+from connector.lookup_hash import EHR_USER, LookupHashField, hash_fields_for
 from tenants.scoping import TenantOwnedModel, setup_scoped_manager
 
 
@@ -174,8 +176,9 @@ class EndpointApproval(TenantOwnedModel):
     decision = models.CharField(max_length=10, choices=ApprovalDecision.choices)
     comment = models.TextField(blank=True)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    ehr_username = models.CharField("EHR username", max_length=150)
-    ehr_user = models.CharField("EHR user (fhirUser)", max_length=500, blank=True)
+    # Identifiers of a person: encrypted at rest (docs/security.md), shown, never searched.
+    ehr_username = EncryptedTextField("EHR username")
+    ehr_user = EncryptedTextField("EHR user (fhirUser)", blank=True)
     matched_as = models.CharField(
         "approver matched by", max_length=12, choices=ApproverMatch.choices, blank=True
     )
@@ -272,7 +275,9 @@ class ClinicianLink(TenantOwnedModel):
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     environment = models.CharField(max_length=12, choices=Environment.choices)
-    fhir_user = models.CharField("EHR user (absolute fhirUser URL)", max_length=500)
+    fhir_user = EncryptedTextField("EHR user (absolute fhirUser URL)", help_text="Encrypted at rest.")
+    # What the launch finds the link by: `fhir_user_hash__in=lookup_hashes(url, purpose=EHR_USER)`.
+    fhir_user_hash = LookupHashField(source="fhir_user", purpose=EHR_USER)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clinician_links"
     )
@@ -283,12 +288,16 @@ class ClinicianLink(TenantOwnedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "environment", "fhir_user"], name="one_link_per_environment_and_ehr_user"
+                fields=["tenant", "environment", "fhir_user_hash"],
+                name="one_link_per_environment_and_ehr_user",
             )
         ]
 
     def __str__(self) -> str:
         return f"{self.fhir_user} -> {self.user}"
+
+    def save(self, *args, update_fields=None, **kwargs):
+        super().save(*args, update_fields=hash_fields_for(type(self), update_fields), **kwargs)
 
 
 class Meeting(TenantOwnedModel):
@@ -375,7 +384,10 @@ class Visit(TenantOwnedModel):
     primary_clinician = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    primary_clinician_ehr_id = models.CharField(max_length=500, blank=True)
+    primary_clinician_ehr_id = EncryptedTextField(
+        blank=True, help_text="The clinician's fhirUser, encrypted at rest."
+    )
+    primary_clinician_ehr_id_hash = LookupHashField(source="primary_clinician_ehr_id", purpose=EHR_USER)
     # Derived from the visit's events by services.visits.visit_recompute.
     state = models.CharField(max_length=12, choices=VisitState.choices, default=VisitState.SCHEDULED)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -395,6 +407,9 @@ class Visit(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"Visit {self.public_id}"
+
+    def save(self, *args, update_fields=None, **kwargs):
+        super().save(*args, update_fields=hash_fields_for(type(self), update_fields), **kwargs)
 
     @property
     def duration_seconds(self) -> int | None:
@@ -478,7 +493,7 @@ class GuestInvite(TenantOwnedModel):
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="invites")
     kind = models.CharField(max_length=12, choices=Kind.choices)
     participant_id = models.CharField(max_length=64, unique=True)
-    created_by_ehr_id = models.CharField(max_length=500, blank=True)
+    created_by_ehr_id = EncryptedTextField(blank=True, help_text="Encrypted at rest.")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -540,8 +555,11 @@ class LaunchState(models.Model):
     code_verifier = models.CharField(max_length=128)
     nonce = models.CharField(max_length=64)
     browser_binding = models.CharField(max_length=64, help_text="Hash of the cookie set with the redirect.")
-    context = models.JSONField(
-        default=dict, blank=True, help_text="The launch context once the code is exchanged."
+    # Holds the clinician's fhirUser and the visit's IDs between callback and account link.
+    context = EncryptedJSONField(
+        default=dict,
+        blank=True,
+        help_text="The launch context once the code is exchanged; encrypted at rest.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(null=True, blank=True)

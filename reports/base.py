@@ -7,7 +7,7 @@ A report is one class (pretix's exporters are the model):
         identifier = "no-shows-by-clinician"
         title = "No-shows by clinician"
         form_class = ReportForm                 # its parameters (date range, department, ...)
-        columns = (Column("clinician", "Clinician", ordering="primary_clinician_ehr_id"), ...)
+        columns = (Column("clinician", "Clinician", ordering="primary_clinician__username"), ...)
         default_ordering = "clinician"
 
         def rows(self):                          # for self.tenant and self.params

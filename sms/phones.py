@@ -1,5 +1,7 @@
 """Phone numbers: parse to E.164 with `phonenumbers`, and a keyed hash to find a number without storing it.
 
+The hash is connector/lookup_hash.py's, purpose "phone".
+
 The hash is keyed by `PHONE_HASH_KEY`, its own key, so that rotating
 `SECRET_KEY` never forgets an opt-out. Like `FIELD_ENCRYPTION_KEYS` it lists
 keys, the current one first: new hashes use the first, lookups try every one
@@ -12,12 +14,9 @@ setting existed: listing the old `SECRET_KEY` after a new key in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from functools import lru_cache
-
 import phonenumbers
-from django.conf import settings
+
+from connector import lookup_hash
 
 
 class InvalidPhoneNumber(ValueError):
@@ -67,32 +66,22 @@ def region_of(e164: str) -> str:
 
 def phone_hash_keys() -> tuple[str, ...]:
     """The configured keys, current first (SECRET_KEY when PHONE_HASH_KEY is unset: development)."""
-    configured = tuple(key for key in getattr(settings, "PHONE_HASH_KEY", []) if key)
-    return configured or (settings.SECRET_KEY,)
-
-
-@lru_cache(maxsize=8)
-def _derived(keys: tuple[str, ...]) -> tuple[bytes, ...]:
-    return tuple(hashlib.sha256(f"phone-lookup:{key}".encode()).digest() for key in keys)
-
-
-def _hash(key: bytes, e164: str) -> str:
-    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
+    return lookup_hash.hash_keys()
 
 
 def number_hash(e164: str) -> str:
     """HMAC-SHA256 of the number under the current key: the same number gives the same hash, the hash no number."""
-    return _hash(_derived(phone_hash_keys())[0], e164)
+    return lookup_hash.lookup_hash(e164, purpose=lookup_hash.PHONE)
 
 
 def phone_hash_key_id() -> str:
     """A fingerprint of the current key, stored with each opt-out: tells which rows a rotation left behind."""
-    return hashlib.sha256(b"key-id:" + _derived(phone_hash_keys())[0]).hexdigest()[:12]
+    return lookup_hash.hash_key_id(purpose=lookup_hash.PHONE)
 
 
 def number_hashes(e164: str) -> tuple[str, ...]:
     """The number's hash under every configured key, the current one first: what a lookup must try."""
-    return tuple(_hash(key, e164) for key in _derived(phone_hash_keys()))
+    return lookup_hash.lookup_hashes(e164, purpose=lookup_hash.PHONE)
 
 
 def last_four(e164: str) -> str:

@@ -37,6 +37,7 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
+from connector.lookup_hash import LookupHashField
 from tenants.models import Tenant, TenantStatus
 from tenants.scoping import all_tenants
 
@@ -127,6 +128,8 @@ def _user_fields(model) -> list[str]:
 def _content(model, fields: dict) -> dict:
     """A row's values without its keys: primary keys and foreign keys change in a move."""
     skip = {f.name for f in model._meta.concrete_fields if f.is_relation or f.primary_key}
+    # Lookup hashes are made again on import with the target region's PHONE_HASH_KEY (connector/lookup_hash.py).
+    skip |= {f.name for f in model._meta.concrete_fields if isinstance(f, LookupHashField)}
     if _is_history(model):
         skip |= {"id", "history_id"}
     return {name: value for name, value in fields.items() if name not in skip}
@@ -194,7 +197,9 @@ def export_organization(tenant: Tenant, *, source_region: str) -> tuple[bytes, s
         "source_region": source_region,
         "digest": digest(rows),
     }
-    payload = json.dumps({"manifest": manifest, "users": users, "rows": rows}, cls=LosslessJSONEncoder).encode()
+    payload = json.dumps(
+        {"manifest": manifest, "users": users, "rows": rows}, cls=LosslessJSONEncoder
+    ).encode()
     key = Fernet.generate_key()
     return Fernet(key).encrypt(payload), key.decode()
 
@@ -245,7 +250,9 @@ def _users_in_target(users: Iterable[dict]) -> dict[int, int]:
 def _restore_automatic_times(model, records: list[dict], created: list) -> None:
     """bulk_create stamps auto_now/auto_now_add fields with the import time; put the originals back."""
     automatic = [
-        f for f in model._meta.concrete_fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+        f
+        for f in model._meta.concrete_fields
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
     ]
     if not automatic or not created:
         return
@@ -271,11 +278,15 @@ def import_organization(move: MoveFile) -> Tenant:
             objects = []
             for record in records:
                 fields = _remap(model, record["fields"], keymaps, user_map)
-                built = next(serializers.deserialize("python", [{"model": label, "pk": None, "fields": fields}]))
+                built = next(
+                    serializers.deserialize("python", [{"model": label, "pk": None, "fields": fields}])
+                )
                 objects.append(built.object)
             created = model._base_manager.bulk_create(objects)
             _restore_automatic_times(model, records, created)
-            keymaps[model] = {record["pk"]: getattr(obj, pk_name) for record, obj in zip(records, created, strict=True)}
+            keymaps[model] = {
+                record["pk"]: getattr(obj, pk_name) for record, obj in zip(records, created, strict=True)
+            }
         tenant = Tenant.objects.get(microsoft_tenant_id=tenant_id)
         imported = digest(serialize_organization(tenant))
         if imported != move.manifest["digest"]:

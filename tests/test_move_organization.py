@@ -9,6 +9,7 @@ history kept, nothing of another organization touched, and every refusal explain
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def _snapshot(tid: str) -> dict:
             "endpoints": sorted(FhirEndpoint.objects.filter(tenant=tenant).values_list("base_url", "status")),
             "phone": appointment.phone,
             "texts": sorted(
-                OutboundMessage.objects.filter(appointment=appointment).values_list("kind", "send_at", "state")
+                OutboundMessage.objects.filter(appointment=appointment).values_list(
+                    "kind", "send_at", "state"
+                )
             ),
             "visit": (visit.public_id, visit.endpoint.base_url, visit.meeting.meeting_id, visit.created_at),
             "history": tenant.history.count(),
@@ -83,7 +86,9 @@ def test_export_finish_and_import_bring_back_every_value_with_new_keys(
 ):
     before = _snapshot(ORG_A_TID)
     old_visit_pk = Visit.objects.get(appointment_id="A-77").pk
-    org_b_visits = list(Visit.objects.filter(tenant__microsoft_tenant_id=ORG_B_TID).values_list("pk", flat=True))
+    org_b_visits = list(
+        Visit.objects.filter(tenant__microsoft_tenant_id=ORG_B_TID).values_list("pk", flat=True)
+    )
     out = tmp_path / "org-a.move"
 
     call_command("move_organization", "export", ORG_A_TID, "--out", str(out))
@@ -167,3 +172,32 @@ def test_a_wrong_key_or_missing_file_says_what_to_give(populated, tmp_path):
         call_command("move_organization", "import", str(out))
     with pytest.raises(CommandError, match="must both exist"):
         call_command("move_organization", "import", str(tmp_path / "missing.move"))
+
+
+def test_encrypted_ehr_user_ids_move_and_are_hashed_again_with_the_target_regions_key(
+    populated, europe_hosts_org_a, settings, tmp_path, unscoped
+):
+    from connector.lookup_hash import EHR_USER, lookup_hash
+    from connector.models import ClinicianLink
+    from connector.services.launch import clinician_link_find
+
+    fhir_user = "https://ehr.example.org/fhir/Practitioner/dr-moving"
+    admin = Membership.objects.get(tenant=populated, role="administrator").user
+    ClinicianLink.objects.create(tenant=populated, environment="test", fhir_user=fhir_user, user=admin)
+    Visit.objects.filter(appointment_id="A-77").update(primary_clinician_ehr_id=fhir_user)  # encrypts
+    settings.PHONE_HASH_KEY = ["source-region-key-" + "s" * 32]
+    call_command("rehash_phone_numbers", stdout=io.StringIO())
+    out = tmp_path / "org-a.move"
+    call_command("move_organization", "export", ORG_A_TID, "--out", str(out))
+    assert fhir_user.encode() not in out.read_bytes()
+    call_command("move_organization", "finish", ORG_A_TID, "--export", str(out))
+
+    settings.PHONE_HASH_KEY = ["target-region-key-" + "t" * 32]  # another region, another key
+    call_command("move_organization", "import", str(out))
+
+    tenant = Tenant.objects.get(microsoft_tenant_id=ORG_A_TID)
+    with tenant_scope(tenant):
+        link = clinician_link_find(environment="test", fhir_user=fhir_user)
+        assert link is not None and link.user.username == admin.username
+        assert link.fhir_user_hash == lookup_hash(fhir_user, purpose=EHR_USER)
+        assert Visit.objects.get(appointment_id="A-77").primary_clinician_ehr_id == fhir_user

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from connector.ehr_http import EhrHttpError
 from connector.endpoint_checks import fetch_smart_configuration, normalize_fhir_base_url
-from connector.models import EndpointStatus, FhirEndpoint, LaunchState, ParticipantRole
+from connector.lookup_hash import EHR_USER, lookup_hashes
+from connector.models import ClinicianLink, EndpointStatus, FhirEndpoint, LaunchState, ParticipantRole
 from connector.services.appointment_finder import (
     AppointmentNotFound,
     FoundAppointment,
@@ -364,3 +366,34 @@ def launch_states_purge() -> int:
     """Delete launch states older than their lifetime (scheduled)."""
     deleted, _ = LaunchState.objects.filter(created_at__lt=timezone.now() - 2 * LAUNCH_MAX_AGE).delete()
     return deleted
+
+
+def clinician_link_find(*, environment: str, fhir_user: str) -> ClinicianLink | None:
+    """The organization user linked to this EHR user (absolute fhirUser), found by its keyed hash."""
+    if not fhir_user:
+        return None
+    return (
+        ClinicianLink.objects.filter(
+            environment=environment, fhir_user_hash__in=lookup_hashes(fhir_user, purpose=EHR_USER)
+        )
+        .select_related("user")
+        .first()
+    )
+
+
+def clinician_link_get_or_create(*, tenant, environment: str, fhir_user: str, user) -> ClinicianLink:
+    """The EHR user's link in the tenant's scope, made for `user` when there is none (its `user` may differ)."""
+    link = clinician_link_find(environment=environment, fhir_user=fhir_user)
+    if link is not None:
+        return link
+    try:
+        with transaction.atomic():
+            return ClinicianLink.objects.create(
+                tenant=tenant, environment=environment, fhir_user=fhir_user, user=user
+            )
+    except IntegrityError:
+        # A second tab linked the same EHR user a moment ago (unique on the hash).
+        link = clinician_link_find(environment=environment, fhir_user=fhir_user)
+        if link is None:
+            raise
+        return link

@@ -25,6 +25,8 @@ from connector.services.launch import (
     LAUNCH_VIEW_MEETING,
     LaunchContext,
     LaunchError,
+    clinician_link_find,
+    clinician_link_get_or_create,
     launch_begin,
     launch_complete,
     launch_parameters_from,
@@ -162,11 +164,7 @@ def _route_clinician(request: HttpRequest, visit: Visit, context: LaunchContext)
                 audience=ParticipantRole.CLINICIAN,
             ),
         )
-    link = (
-        ClinicianLink.objects.filter(environment=context.endpoint.environment, fhir_user=context.fhir_user)
-        .select_related("user")
-        .first()
-    )
+    link = clinician_link_find(environment=context.endpoint.environment, fhir_user=context.fhir_user)
     if link is None:
         token = signing.dumps({"s": context.launch_state_pk, "v": visit.pk}, salt=LINK_SALT)
         return redirect("visits:clinician-link", token=token)
@@ -251,11 +249,11 @@ def clinician_link(request: HttpRequest, token: str) -> HttpResponse:
             ),
         )
     with tenant_scope(tenant):
-        link, _ = ClinicianLink.objects.get_or_create(
+        link = clinician_link_get_or_create(
             tenant=tenant,
             environment=state.endpoint.environment,
             fhir_user=state.context["fhir_user"],
-            defaults={"user": request.user},
+            user=request.user,
         )
         if link.user_id != request.user.pk:
             return launch_failed(

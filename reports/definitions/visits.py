@@ -51,7 +51,8 @@ class VirtualAppointmentsReport(Report):
         Column("time_zone", "Time zone"),
         Column("duration_seconds", "Duration", ("duration", "pk"), "seconds"),
         Column("clinician", "Primary clinician", ("primary_clinician__username", "pk")),
-        Column("clinician_ehr_id", "Clinician EHR user ID", ("primary_clinician_ehr_id", "pk")),
+        # Stored encrypted (docs/security.md): shown, not sortable; sort by the clinician instead.
+        Column("clinician_ehr_id", "Clinician EHR user ID"),
         Column("department", "Department", ("department_id", "at", "pk")),
         Column("environment", "Environment", ("endpoint__environment", "at", "pk")),
         Column("attendees", "Attendees (peak)", ("peak_attendees", "pk"), "number"),

@@ -28,10 +28,12 @@ class Command(BaseCommand):
                 if not fields:
                     continue
                 count = 0
-                # Reading decrypts with whichever key fits; saving encrypts with the newest.
-                for row in model._base_manager.only("pk", *fields).iterator(chunk_size=options["batch_size"]):
+                # Reading decrypts with whichever key fits; writing encrypts with the newest. update(),
+                # not save(): no history row or signal for a change of key (EHR user IDs are history-tracked).
+                rows = model._base_manager.only("pk", *fields).order_by("pk")
+                for row in rows.iterator(chunk_size=options["batch_size"]):
                     with transaction.atomic():
-                        row.save(update_fields=fields)
+                        model._base_manager.filter(pk=row.pk).update(**{f: getattr(row, f) for f in fields})
                     count += 1
                 total += count
                 self.stdout.write(f"{model._meta.label}: {count} row(s) re-encrypted ({', '.join(fields)})")
