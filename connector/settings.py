@@ -355,6 +355,8 @@ SOCIAL_AUTH_PIPELINE = (
 )
 
 LANGUAGE_CODE = "en-us"
+# The product's one date and time format, also where Django formats by itself (the admin).
+FORMAT_MODULE_PATH = ["connector.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
