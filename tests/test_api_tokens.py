@@ -161,11 +161,14 @@ def test_support_staff_create_a_token_in_the_admin_and_see_it_once(client, org_a
     )
 
     page = response.content.decode()
-    assert "Token created. Copy it now, it is not shown again: ehc_" in page
+    assert "Token created. Copy it now, it is not shown again: <code>ehc_" in page
+    raw = page.split("not shown again: <code>")[1].split("<")[0].strip()
+    assert f'<button type="button" class="copy" data-copy="{raw}">Copy</button>' in page
+    assert "/static/js/copy-buttons.js" in page  # the button works on the page that shows it
     with all_tenants():
         token = ApiToken.objects.get()
     assert token.created_by == staff_user
-    assert not _raw_is_stored_anywhere(page.split("not shown again: ")[1].split("<")[0].strip())
+    assert not _raw_is_stored_anywhere(raw)
 
 
 # --- using them -------------------------------------------------------------------------------
