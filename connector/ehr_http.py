@@ -806,3 +806,37 @@ def _not_json_error(host: str, content_type: str, payload: bytes, parsed: Any) -
         "check that the URL is the FHIR base URL of your EHR.",
         permanent=True,
     )
+
+
+def guarded_post_bytes(url: str, body: bytes, *, headers: Mapping[str, str]) -> int:
+    """POST `body` to an untrusted URL through the same guards as an EHR call; returns the HTTP status.
+
+    For outbound webhooks (connector/webhooks/): the receiver's answer body is
+    read within `EHR_HTTP_MAX_RESPONSE_BYTES` and thrown away, and redirects are
+    not followed (a 3xx is returned as it is), since a signed delivery must
+    reach the address the organization registered and no other.
+    """
+    request_headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(
+        {"User-Agent": USER_AGENT, "Accept": "*/*"}
+    )
+    request_headers.update(headers)
+    deadline = _Deadline(float(settings.EHR_HTTP_TOTAL_TIMEOUT))
+    sessions: list[requests.Session] = []
+    host = _host_for_messages(url)
+    try:
+        target = _parse_target(url)
+        response = _send(target, "POST", request_headers, body, deadline, sessions)
+        try:
+            status = response.status_code
+            _read_body(target.host, response, deadline)
+        finally:
+            response.close()
+    except EhrHttpError as error:
+        logger.warning("webhook POST %s failed: %s (status %s)", host, error.code, error.status)
+        raise
+    finally:
+        for session in sessions:
+            session.close()
+        deadline.close()
+    logger.info("webhook POST %s answered %s", host, status)
+    return status

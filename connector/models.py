@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
@@ -394,6 +395,8 @@ class Visit(TenantOwnedModel):
     ended_at = models.DateTimeField(null=True, blank=True)
     lobby_wait_seconds = models.PositiveIntegerField(null=True, blank=True)
     peak_attendees = models.PositiveIntegerField(default=0)
+    # The first lobby entry or join: a scheduled visit someone arrived at is "waiting" in the API.
+    arrived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -403,6 +406,13 @@ class Visit(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "created_at"]),
             models.Index(fields=["tenant", "started_at"]),
+            # The API's `time` (connector/visits/selectors.py): its date range, ordering and cursor.
+            models.Index(
+                models.F("tenant"),
+                Coalesce(models.F("scheduled_start"), models.F("created_at")),
+                models.F("id"),
+                name="visit_api_time",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -471,14 +481,65 @@ class VisitEvent(TenantOwnedModel):
     received_at = models.DateTimeField(auto_now_add=True)
     source = models.CharField(max_length=12, choices=EventSource.choices)
     data = models.JSONField(default=dict, blank=True, help_text="Device test results; never PHI.")
+    # The organization's event feed position (VisitFeed.last_seq when stored): the API's
+    # `since` cursor. Numbers commit in order, so a reader never skips one (services/visit_feed.py).
+    seq = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["occurred_at", "pk"]
-        constraints = [models.UniqueConstraint(fields=["tenant", "event_id"], name="one_row_per_event_id")]
-        indexes = [models.Index(fields=["visit", "occurred_at"])]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "event_id"], name="one_row_per_event_id"),
+            models.UniqueConstraint(fields=["tenant", "seq"], name="one_event_per_feed_position"),
+        ]
+        indexes = [
+            models.Index(fields=["visit", "occurred_at"]),
+            # The live status: the organization's recent events (connector/visits/selectors.py).
+            models.Index(fields=["tenant", "occurred_at"], name="visit_event_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.role}) at {self.occurred_at:%H:%M:%S}"
+
+
+class VisitFeed(TenantOwnedModel):
+    """One row per organization: the last event feed position handed out and the live-status version.
+
+    `last_seq` is advanced under this row's lock in the transaction that stores the event, so
+    positions become visible in order (see connector/services/visit_feed.py). `live_version`
+    moves whenever who is where, or a visit's state, changes: the live-status ETag.
+    """
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    last_seq = models.BigIntegerField(default=0)
+    live_version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"feed at {self.last_seq}, live version {self.live_version}"
+
+
+class IdempotentRequest(TenantOwnedModel):
+    """An API POST made with an `Idempotency-Key`: its request digest and the stored answer.
+
+    Claimed (a row without `status_code`) before the action runs, answered after; a retry
+    with the same key and body gets the stored answer and the action is not done again.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    caller = models.CharField(max_length=40, help_text="token:<pk> or user:<pk>.")
+    key = models.CharField(max_length=255)
+    request_digest = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "caller", "key"], name="one_answer_per_idempotency_key")
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.key}"
 
 
 class GuestInvite(TenantOwnedModel):

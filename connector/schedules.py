@@ -24,4 +24,10 @@ SCHEDULES = [
         "schedule_type": Schedule.HOURLY,
         "repeats": -1,
     },
+    {
+        "name": "purge stored Idempotency-Key answers after a day",
+        "func": "connector.tasks.idempotent_requests_purge",
+        "schedule_type": Schedule.HOURLY,
+        "repeats": -1,
+    },
 ]

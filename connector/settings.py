@@ -99,6 +99,16 @@ DEMO_SIGN_IN: bool = env.bool("DEMO_SIGN_IN", default=DEBUG and not ENTRA_CONFIG
 EHR_INSECURE_HOSTS: list[str] = env.list("EHR_INSECURE_HOSTS", default=[])
 EHR_HTTP_CONNECT_TIMEOUT: float = env.float("EHR_HTTP_CONNECT_TIMEOUT", default=5.0)
 EHR_HTTP_TOTAL_TIMEOUT: float = env.float("EHR_HTTP_TOTAL_TIMEOUT", default=15.0)
+
+# Outbound webhooks (connector/webhooks/, docs/webhooks.md). They go through the same
+# guarded client as EHR calls: a receiver on a private address must be in EHR_INSECURE_HOSTS.
+# A failed delivery is retried with exponential backoff (from the first delay, doubling,
+# at most 4 hours apart) for WEBHOOK_RETRY_WINDOW_SECONDS; an endpoint whose delivery
+# fails that long, or that fails WEBHOOK_DISABLE_AFTER_FAILURES times in a row, is
+# disabled and the organization's administrators get an e-mail.
+WEBHOOK_RETRY_WINDOW_SECONDS: int = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
+WEBHOOK_FIRST_BACKOFF_SECONDS: int = env.int("WEBHOOK_FIRST_BACKOFF_SECONDS", default=30)
+WEBHOOK_DISABLE_AFTER_FAILURES: int = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=100)
 EHR_HTTP_MAX_RESPONSE_BYTES: int = env.int("EHR_HTTP_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
 
 # The SMART client this installation is registered as in the EHRs (Epic's "client ID").
@@ -209,6 +219,7 @@ INSTALLED_APPS = [
     "tenants",
     "sms",
     "reports",
+    "connector.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -440,6 +451,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets whose field names ("kind", "role", "event_type") other components use for other choices.
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEventTypeEnum": "connector.webhooks.models.EventType",
+        "VisitEventKindEnum": "connector.models.EventKind",
+        "ParticipantRoleEnum": "connector.models.ParticipantRole",
+        "GuestLinkKindEnum": "connector.models.GuestInvite.Kind",
+        "RoleEnum": "tenants.models.Role",
+        "VisitApiStateEnum": "connector.visits.selectors.API_STATES",
+    },
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

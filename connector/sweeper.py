@@ -15,7 +15,9 @@ state carries a lease in its row, and this sweeper (scheduled every minute by
   due pending write is queued (this is also how backoff retries happen);
 - report builds (RollupJob DUE or BUILDING, `lease_until`): queued again;
 - texts (OutboundMessage SENDING, `lease_until`): reconciled with the provider
-  (sms/services/recovery.py); due texts get a dispatch queued.
+  (sms/services/recovery.py); due texts get a dispatch queued;
+- webhooks (WebhookDelivery SENDING, `next_attempt_at`): back to pending; every
+  due pending delivery is queued (this is also how backoff retries happen).
 
 Each step is bounded (a few hundred rows a run) and one failing step does not
 stop the others. Every step is safe to run twice at once: each row is taken
@@ -117,12 +119,24 @@ def texts_recover() -> int:
     return sum(outcomes.values())
 
 
+def webhooks_recover() -> int:
+    """Deliveries that are due (backoff retries) or whose sender died: queued again."""
+    from connector.webhooks.services import webhook_deliveries_due
+
+    with all_tenants():
+        due = webhook_deliveries_due()
+    for pk in due:
+        queue_now("connector.webhooks.tasks.webhook_deliver", pk)
+    return len(due)
+
+
 STEPS: dict[str, Callable[[], int]] = {
     "endpoints": endpoints_recover,
     "phone_numbers": phone_numbers_recover,
     "write_backs": write_backs_recover,
     "rollups": rollup_jobs_recover,
     "texts": texts_recover,
+    "webhooks": webhooks_recover,
 }
 
 

@@ -42,6 +42,13 @@ def launch_states_purge() -> int:
     return purge()
 
 
+def idempotent_requests_purge() -> int:
+    """Scheduled hourly: API answers stored for Idempotency-Key retries, after a day."""
+    from connector.api.idempotency import idempotent_requests_purge as purge
+
+    return purge()
+
+
 def visits_mark_no_show() -> int:
     """Scheduled every 15 minutes: visits past their scheduled end that nobody started."""
     from connector.services.visits import visits_mark_no_show as mark

@@ -29,8 +29,10 @@ api_v1 = [
     path("support/usage/", SupportUsageApi.as_view(), name="api-support-usage"),
     path("", include("tenants.api_urls")),
     path("", include("connector.api_urls")),
+    path("", include("connector.visits.api_urls")),
     path("", include("sms.api_urls")),
     path("", include("reports.api_urls")),
+    path("", include("connector.webhooks.api_urls")),
     # Anything else under the API answers in the API's JSON error shape.
     re_path(r"^.*$", json_not_found),
 ]

@@ -26,6 +26,7 @@ from connector.models import (
     VisitEvent,
     VisitState,
 )
+from connector.services.visit_feed import visit_feed_take
 from reports.services import rollup_build
 from reports.zones import local_today, zone, zones_for_tenant
 from sms.models import Appointment, AppointmentStatus, MessageKind, MessageState, OutboundMessage, PhoneNumber
@@ -199,6 +200,11 @@ def _generate_tenant(rng, tenant, endpoints, number, clinicians, first, last, bu
                     state_as_of=plan["start"] - timedelta(days=7),
                 )
             )
+    if events:
+        # Feed positions for the API's event feed (connector/services/visit_feed.py).
+        last = visit_feed_take(tenant_id=tenant.pk, count=len(events))
+        for position, event in enumerate(events, start=last - len(events) + 1):
+            event.seq = position
     VisitEvent.objects.bulk_create(events, batch_size=1000, ignore_conflicts=True)
     Appointment.objects.bulk_create(appointments, batch_size=500, ignore_conflicts=True)
     made["visits"], made["events"] = len(created), len(events)

@@ -9,7 +9,8 @@ table of `docs/api.md` is generated from this module
 (`manage.py api_access_table --write`) and checked by the same test.
 
 A read-write token writes only where a script plausibly should (endpoint setup,
-SMS settings, numbers, certificates). Decisions about people, credentials and
+SMS settings, numbers, certificates, and the visit actions a clinician's console offers:
+admit, end, guest links). Decisions about people, credentials and
 live integrations (memberships, tokens, EHR approvers, rotating a record's
 token, disabling an endpoint, approvals, consent) need a signed-in person.
 """
@@ -86,9 +87,29 @@ ACCESS: dict[str, dict[str, Rule]] = {
     "api-sms-appointments": {"GET": rule(CONFIGURATION, Tokens.ANY)},
     "api-sms-messages": {"GET": rule(CONFIGURATION, Tokens.ANY)},
     "api-sms-opt-outs": {"GET": rule(CONFIGURATION, Tokens.ANY)},
+    # --- outbound webhooks (a secret is shown once, to whoever makes the endpoint)
+    "api-webhooks": {"GET": rule(CONFIGURATION, Tokens.ANY), "POST": rule(ADMIN, Tokens.READ_WRITE)},
+    "api-webhook": {
+        "GET": rule(CONFIGURATION, Tokens.ANY),
+        "PATCH": rule(ADMIN, Tokens.READ_WRITE),
+        "DELETE": rule(ADMIN, Tokens.READ_WRITE),
+    },
+    "api-webhook-deliveries": {"GET": rule(CONFIGURATION, Tokens.ANY)},
+    "api-webhook-redeliver": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
     # --- reports
     "api-reports": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
     "api-report": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    # --- visits (connector/visits/apis.py): IDs and times only, no names or phone numbers
+    "api-visits": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    "api-visit": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    "api-visit-events": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    "api-visit-event-feed": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    "api-live-status": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
+    # Actions a hospital tool takes for a clinician (the console's services and rules).
+    "api-visit-admit": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
+    "api-visit-end": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
+    "api-visit-guest-links": {"GET": rule(EVERY_ROLE, Tokens.ANY), "POST": rule(ADMIN, Tokens.READ_WRITE)},
+    "api-visit-guest-link-revoke": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
     # --- support (every organization of the region; reports.apis.SupportUsagePermission)
     "api-support-usage": {"GET": rule(SUPPORT_STAFF)},
 }

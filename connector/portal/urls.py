@@ -1,6 +1,7 @@
 from django.urls import path
 
 from connector.portal import approval, views, write_backs
+from connector.webhooks import portal as webhooks_portal
 from sms import portal as sms_portal
 
 app_name = "portal"
@@ -21,6 +22,13 @@ urlpatterns = [
     path("approval/callback/", approval.approval_callback, name="approval-callback"),
     path("write-backs/", write_backs.write_back_list, name="write-backs"),
     path("write-backs/retry/", write_backs.write_back_retry, name="write-back-retry"),
+    path("webhooks/", webhooks_portal.webhooks, name="webhooks"),
+    path(
+        "webhooks/endpoints/<int:pk>/",
+        webhooks_portal.webhook_endpoint_action,
+        name="webhook-endpoint-action",
+    ),
+    path("webhooks/deliveries/<int:pk>/send-again/", webhooks_portal.webhook_redeliver, name="webhook-redeliver"),
     path("setup/review/", views.review, name="review"),
     path("setup/records.json", views.records_download, name="records-download"),
     path("setup/records/<int:pk>/rotate-token/", views.record_rotate_token, name="record-rotate-token"),

@@ -168,6 +168,9 @@ def _decide(
             locked.status = EndpointStatus.APPROVED
             locked.save(update_fields=["status", "updated_at"])
             integration_records_produce(endpoint=locked)
+            from connector.webhooks.events import emit_endpoint_approved
+
+            emit_endpoint_approved(endpoint=locked, approval=approval)
         else:
             locked.status = EndpointStatus.DRAFT
             locked.save(update_fields=["status", "updated_at"])

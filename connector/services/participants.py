@@ -187,6 +187,41 @@ def lobby_status(*, visit: Visit, participant_id: str) -> str:
     return LOBBY_WAITING_FOR_CLINICIAN
 
 
+class VisitNotStarted(Exception):
+    """Ending was asked for a visit nobody is connected to and that never started."""
+
+
+def visit_end(*, visit: Visit) -> int:
+    """End a visit: record the departure of everyone still connected, which completes it.
+
+    Each departure's event ID is tied to the join it closes, so ending twice records nothing
+    new, while someone who rejoined after an end is disconnected by the next one. The meeting
+    at the provider is not closed (no meeting backend offers that). Returns how many
+    departures were recorded; raises `VisitNotStarted` when nobody is connected and the visit
+    never started.
+    """
+    connected = visit_presence(visit=visit)["connected"]
+    if not connected and visit.started_at is None:
+        raise VisitNotStarted("Nobody has joined this visit yet, so there is nothing to end.")
+    joins = {}
+    for event in VisitEvent.objects.filter(visit=visit, kind=EventKind.JOINED).order_by("occurred_at", "pk"):
+        joins[event.participant_id] = event  # the latest join of each participant
+    recorded = 0
+    for entry in connected:
+        join = joins.get(entry["participant_id"])
+        _, new = event_record(
+            visit=visit,
+            event_id=f"end:{visit.public_id}:{join.pk if join else entry['participant_id']}",
+            kind=EventKind.LEFT,
+            role=entry["role"],
+            participant_id=entry["participant_id"],
+            occurred_at=max(timezone.now(), join.occurred_at) if join else timezone.now(),
+            source=EventSource.CONNECTOR,
+        )
+        recorded += int(new)
+    return recorded
+
+
 # --- guests --------------------------------------------------------------------------------------
 
 

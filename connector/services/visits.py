@@ -26,6 +26,7 @@ from connector.models import (
     VisitState,
 )
 from connector.services.appointment_finder import FoundAppointment
+from connector.services.visit_feed import live_version_bump, visit_feed_take
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +338,12 @@ def event_record(
     try:
         with transaction.atomic():
             list(Visit.objects.select_for_update().filter(pk=visit.pk).values_list("pk", flat=True))
+            # A repeat would take a position and roll it back: look first (the visit lock keeps
+            # two deliveries of the same event from both passing this check).
+            if VisitEvent.objects.filter(tenant_id=visit.tenant_id, event_id=event_id).exists():
+                raise IntegrityError("repeated event")
             event = VisitEvent.objects.create(
+                seq=visit_feed_take(tenant_id=visit.tenant_id),
                 tenant=visit.tenant,
                 visit=visit,
                 event_id=event_id,
@@ -349,6 +355,11 @@ def event_record(
                 data=data or {},
             )
             visit_recompute(visit=visit)
+            # Webhooks commit with the event: a crash after the commit cannot lose them,
+            # and their sending is queued once it commits.
+            from connector.webhooks.events import emit_for_visit_event
+
+            emit_for_visit_event(event=event, visit=visit)
     except IntegrityError:
         return VisitEvent.objects.get(event_id=event_id), False
     from connector.services.write_back import write_back_queue_for_event
@@ -363,6 +374,7 @@ def visit_recompute(*, visit: Visit) -> Visit:
     - start: the first moment a clinician and a patient are both present;
     - end: when the last participant leaves (after the start);
     - lobby wait: first lobby entry to the first admission;
+    - arrival: the first lobby entry or join (the API's "waiting" state);
     - state: completed once started, no show when the scheduled end has passed without a start.
     """
     events = list(visit.events.order_by("occurred_at", "pk"))
@@ -395,6 +407,8 @@ def visit_recompute(*, visit: Visit) -> Visit:
     visit.started_at = started_at
     visit.ended_at = ended_at if started_at else None
     visit.peak_attendees = peak
+    arrivals = [e.occurred_at for e in events if e.kind in (EventKind.LOBBY_ENTERED, EventKind.JOINED)]
+    visit.arrived_at = min(arrivals) if arrivals else None
     visit.lobby_wait_seconds = (
         int((first_admit - first_lobby).total_seconds())
         if first_lobby and first_admit and first_admit >= first_lobby
@@ -408,7 +422,16 @@ def visit_recompute(*, visit: Visit) -> Visit:
         visit.state = VisitState.NO_SHOW
     else:
         visit.state = VisitState.SCHEDULED
-    visit.save(update_fields=["started_at", "ended_at", "peak_attendees", "lobby_wait_seconds", "state"])
+    visit.save(
+        update_fields=[
+            "started_at",
+            "ended_at",
+            "peak_attendees",
+            "lobby_wait_seconds",
+            "arrived_at",
+            "state",
+        ]
+    )
     return visit
 
 
@@ -420,6 +443,7 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
     Unscheduled visits without an end are never no-shows. Runs across organizations (scheduled).
     """
     from connector.services.write_back import write_back_queue_for_no_show
+    from connector.webhooks.events import emit_visit_no_show
 
     now = now or timezone.now()
     due = Visit.objects.filter(state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now)
@@ -433,8 +457,12 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
             ).update(state=VisitState.NO_SHOW):
                 continue
             marked += 1
+            live_version_bump(tenant_id=visit.tenant_id)
             # Queued in the same transaction; sent once it commits (no EHR call while it is open).
             write_back_queue_for_no_show(visit=visit)
+            # Recorded with the state change; sent once it commits.
+            visit.state = VisitState.NO_SHOW
+            emit_visit_no_show(visit=visit)
     return marked
 
 

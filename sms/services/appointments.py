@@ -210,6 +210,11 @@ def appointment_apply(
                 raise AppointmentAlreadyStored(message.external_id) from error
         else:
             appointment.save(force_insert=True)
+        if previous_status is None:
+            # visit.scheduled commits with the new appointment (and rolls back with it).
+            from connector.webhooks.events import emit_visit_scheduled
+
+            emit_visit_scheduled(appointment=appointment)
         scheduled = _schedule_texts(
             appointment,
             message.event,

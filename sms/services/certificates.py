@@ -93,9 +93,15 @@ def certificates_warn_expiring(*, now: datetime | None = None) -> int:
                 )
             )
             # Claim first, so that two runs at once never send the same warning twice.
-            claimed = SigningCertificate.objects.filter(
-                pk=certificate.pk, expiry_warned_at__isnull=True
-            ).update(expiry_warned_at=now)
+            with transaction.atomic():
+                claimed = SigningCertificate.objects.filter(
+                    pk=certificate.pk, expiry_warned_at__isnull=True
+                ).update(expiry_warned_at=now)
+                if claimed:
+                    # The certificate.expiring webhook commits with the claim: sent once, never lost.
+                    from connector.webhooks.events import emit_certificate_expiring
+
+                    emit_certificate_expiring(certificate=certificate)
             if not claimed or not recipients:
                 continue
         expired = certificate.not_after <= now

@@ -203,9 +203,19 @@ def _reschedule(
 
 
 def _fail(message: OutboundMessage, error: str) -> None:
-    _mine(message).update(
-        state=MessageState.FAILED, error=error[:1000], lease_until=None
-    )
+    from connector.webhooks.events import emit_text_outcome
+
+    with transaction.atomic():
+        if _mine(message).update(state=MessageState.FAILED, error=error[:1000], lease_until=None):
+            # The text.failed webhook commits with the state change.
+            emit_text_outcome(
+                tenant=message.tenant,
+                message_pk=message.pk,
+                kind=message.kind,
+                appointment_id=message.appointment_id,
+                delivered=False,
+                at=timezone.now(),
+            )
 
 
 def _endpoint_state(message: OutboundMessage, memo: dict) -> tuple[SmsSettings | None, str]:

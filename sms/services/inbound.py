@@ -127,15 +127,40 @@ _FINAL = {MessageState.DELIVERED, MessageState.FAILED}
 
 def _report_apply(message_pk: int, state: str, report) -> None:
     if report.status == "delivered":
-        OutboundMessage.objects.filter(pk=message_pk).update(
-            state=MessageState.DELIVERED, delivered_at=report.occurred_at or timezone.now()
-        )
+        with transaction.atomic():
+            OutboundMessage.objects.filter(pk=message_pk).update(
+                state=MessageState.DELIVERED, delivered_at=report.occurred_at or timezone.now()
+            )
+            if state != MessageState.DELIVERED:
+                _emit_text_outcome(message_pk, delivered=True, at=report.occurred_at)
     elif report.status == "failed" and state != MessageState.DELIVERED:
-        OutboundMessage.objects.filter(pk=message_pk).update(
-            state=MessageState.FAILED, error=f"Not delivered: {report.error}"[:1000]
-        )
+        with transaction.atomic():
+            OutboundMessage.objects.filter(pk=message_pk).update(
+                state=MessageState.FAILED, error=f"Not delivered: {report.error}"[:1000]
+            )
+            if state != MessageState.FAILED:
+                _emit_text_outcome(message_pk, delivered=False, at=report.occurred_at)
     elif report.status == "sent" and state not in _FINAL:
         OutboundMessage.objects.filter(pk=message_pk).update(state=MessageState.SENT)
+
+
+def _emit_text_outcome(message_pk: int, *, delivered: bool, at) -> None:
+    """The text.delivered / text.failed webhook, committed with the state change (deduplicated per text)."""
+    from connector.webhooks.events import emit_text_outcome
+
+    message = (
+        OutboundMessage.objects.select_related("tenant")
+        .only("pk", "kind", "appointment_id", "tenant")
+        .get(pk=message_pk)
+    )
+    emit_text_outcome(
+        tenant=message.tenant,
+        message_pk=message.pk,
+        kind=message.kind,
+        appointment_id=message.appointment_id,
+        delivered=delivered,
+        at=at,
+    )
 
 
 def _message_for(provider_message_id: str) -> tuple[int, str] | None:

@@ -1,0 +1,14 @@
+"""Background tasks of outbound webhooks (queued after commit by connector/webhooks/services.py,
+again by the sweeper for retries and lost tasks)."""
+
+from __future__ import annotations
+
+from connector.background import tenant_task
+from connector.webhooks.models import WebhookDelivery
+
+
+@tenant_task(WebhookDelivery)
+def webhook_deliver(delivery: WebhookDelivery) -> str:
+    from connector.webhooks.sender import webhook_deliver as deliver
+
+    return deliver(delivery_pk=delivery.pk)
