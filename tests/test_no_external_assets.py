@@ -36,9 +36,11 @@ from tenants.services import access_request_create
 PUBLIC = "https://connector.example.org"
 OWN_HOSTS = {"testserver", "connector.example.org"}
 
-# Links a person may follow to another site (docs/security.md, "Outbound links"): none
-# today. Only ever on <a href>; nothing here is loaded by a page itself.
-OUTBOUND_LINKS: tuple[str, ...] = ()
+# Links a person may follow to another site (docs/security.md, "Outbound links").
+# Only ever on <a href>; nothing here is loaded by a page itself.
+OUTBOUND_LINKS: tuple[str, ...] = (
+    "https://www.standardwebhooks.com/",  # the webhook signature specification (portal, Webhooks)
+)
 
 # Patterns that are not pages a browser renders: JSON, POST-only actions, redirects into
 # OAuth, webhooks, machine endpoints. Each with why.
@@ -58,6 +60,8 @@ NOT_PAGES = {
     "portal:approval-decide": "POST only",
     "portal:approval-callback": "OAuth callback",
     "portal:write-back-retry": "POST only",
+    "portal:webhook-endpoint-action": "POST only",
+    "portal:webhook-redeliver": "POST only",
     "portal:records-download": "JSON download",
     "portal:record-rotate-token": "POST only",
     "visits:provider-launch": "redirect to the EHR's authorize",
@@ -302,6 +306,7 @@ def _page_urls(demo) -> dict[str, list[str]]:
         "portal:sms-endpoint-settings": [reverse("portal:sms-endpoint-settings", args=[endpoint.pk])],
         "portal:approve": [reverse("portal:approve")],
         "portal:write-backs": [reverse("portal:write-backs")],
+        "portal:webhooks": [reverse("portal:webhooks")],
         "portal:review": [reverse("portal:review")],
         "visits:join": [reverse("visits:join", kwargs={"token": token})],
         "visits:lobby": [reverse("visits:lobby", kwargs={"token": token})],
