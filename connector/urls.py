@@ -39,7 +39,7 @@ api_v1 = [
 
 urlpatterns = [
     # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the admin, JSON): no 404.
-    path("favicon.ico", RedirectView.as_view(url=lazy_static("connector/favicon.svg"), permanent=True)),
+    path("favicon.ico", RedirectView.as_view(url=lazy_static("connector/favicon.svg"), permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path(".well-known/jwks.json", jwks, name="jwks"),
