@@ -8,6 +8,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.idempotency import IDEMPOTENCY_HEADER, idempotent
 from connector.api.tenancy import TenantAPIViewMixin
 from connector.ehr_http import EhrHttpError
 from connector.endpoint_checks import fetch_smart_configuration
@@ -167,7 +168,10 @@ class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     def get_queryset(self):
         return FhirEndpoint.objects.order_by("environment", "label")
 
-    @extend_schema(request=EndpointWriteSerializer, responses={201: EndpointSerializer})
+    @extend_schema(
+        request=EndpointWriteSerializer, responses={201: EndpointSerializer}, parameters=IDEMPOTENCY_HEADER
+    )
+    @idempotent
     def post(self, request, tenant_id: str):
         incoming = EndpointWriteSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -208,7 +212,8 @@ class EndpointDisableApi(TenantAPIViewMixin, APIView):
 class EndpointValidateApi(TenantAPIViewMixin, APIView):
     """Start a validation; poll the endpoint for `status`, `validation_step` and `last_validation`."""
 
-    @extend_schema(request=None, responses={202: EndpointSerializer})
+    @extend_schema(request=None, responses={202: EndpointSerializer}, parameters=IDEMPOTENCY_HEADER)
+    @idempotent
     def post(self, request, tenant_id: str, pk: int):
         endpoint = get_object_or_404(FhirEndpoint.objects.select_related("tenant"), pk=pk)
         endpoint = endpoint_services.endpoint_request_validation(endpoint=endpoint)

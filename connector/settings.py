@@ -78,7 +78,8 @@ MLLP_PUBLIC_ADDRESS: str = env.str("MLLP_PUBLIC_ADDRESS", default="")
 # Fernet keys for field-level encryption, newest first; older keys keep decrypting
 # rows written before a rotation (see connector/encryption.py).
 FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
-# Keys of the phone-number hash that finds opt-outs (sms/phones.py), current first; lookups
+# Keys of the lookup hashes (connector/lookup_hash.py) that find opt-outs by phone number and
+# clinician links by EHR user ID (both stored encrypted or not at all), current first; lookups
 # try them all. Its own key, so rotating SECRET_KEY never forgets a STOP. Unset: SECRET_KEY
 # (development only). Rotate with `manage.py rehash_phone_numbers`.
 PHONE_HASH_KEY: list[str] = env.list("PHONE_HASH_KEY", default=[])

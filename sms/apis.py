@@ -11,6 +11,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.idempotency import IDEMPOTENCY_HEADER, idempotent
 from connector.api.tenancy import TenantAPIViewMixin, acting_user
 from connector.models import Environment, FhirEndpoint
 from sms.models import (
@@ -209,7 +210,12 @@ class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
     def get_queryset(self):
         return PhoneNumber.objects.order_by("-created_at")
 
-    @extend_schema(request=PhoneNumberRequestSerializer, responses={202: PhoneNumberSerializer})
+    @extend_schema(
+        request=PhoneNumberRequestSerializer,
+        responses={202: PhoneNumberSerializer},
+        parameters=IDEMPOTENCY_HEADER,
+    )
+    @idempotent
     def post(self, request, tenant_id: str):
         from sms.services.numbers import phone_number_request
 
@@ -250,7 +256,12 @@ class CertificateListApi(TenantAPIViewMixin, generics.ListAPIView):
     def get_queryset(self):
         return SigningCertificate.objects.order_by("-uploaded_at")
 
-    @extend_schema(request=CertificateUploadSerializer, responses={201: CertificateSerializer})
+    @extend_schema(
+        request=CertificateUploadSerializer,
+        responses={201: CertificateSerializer},
+        parameters=IDEMPOTENCY_HEADER,
+    )
+    @idempotent
     def post(self, request, tenant_id: str):
         from sms.services.certificates import certificate_upload
 

@@ -434,6 +434,29 @@ def test_ending_a_visit_disconnects_everyone_once_and_completes_it(org_a, token_
     error_of(token_client(org_a, "read").post(path), 403)
 
 
+def test_the_clinicians_console_ends_a_visit_with_the_same_service(org_a, client):
+    from django.urls import reverse
+
+    from connector.visits.pages.console import console_token_make
+
+    visit = make_visit(org_a, "CONSOLE-END")
+    path = reverse("visits:console-end", kwargs={"public_id": visit.public_id})
+    token = console_token_make(visit=visit, participant_id="c-1")
+    refused = client.post(f"{path}?t={token}")
+    assert refused.status_code == 409
+    assert "nothing to end" in refused.content.decode()
+    record(visit, EventKind.JOINED, ParticipantRole.CLINICIAN, "c-1")
+    record(visit, EventKind.JOINED, ParticipantRole.PATIENT, "p-1", 1)
+    console = reverse("visits:console", kwargs={"public_id": visit.public_id})
+    assert 'id="end-form"' in client.get(f"{console}?t={token}").content.decode()
+    assert client.post(f"{path}?t={token}").status_code == 302
+    with tenant_scope(org_a):
+        visit.refresh_from_db()
+        assert visit.state == "completed"
+        assert VisitEvent.objects.filter(visit=visit, kind=EventKind.LEFT).count() == 2
+    assert 'id="end-form"' not in client.get(f"{console}?t={token}").content.decode()
+
+
 def test_guest_links_are_created_listed_and_revoked_within_the_limit(org_a, token_client):
     org_a.max_guests_per_visit = 1
     org_a.save(update_fields=["max_guests_per_visit"])
@@ -521,6 +544,18 @@ def test_stored_answers_are_forgotten_after_a_day(org_a, token_client):
     with tenant_scope(org_a):
         IdempotentRequest.objects.update(created_at=timezone.now() - timedelta(hours=25))
     assert idempotent_requests_purge() == 1
+
+
+def test_creating_an_endpoint_twice_with_one_idempotency_key_makes_one(org_a, token_client, monkeypatch):
+    monkeypatch.setattr("connector.background.async_task", lambda *args, **kwargs: None)  # no validation run
+    client = token_client(org_a, "read_write")
+    body = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main"}
+    first = client.post(f"{A}/endpoints/", body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    again = client.post(f"{A}/endpoints/", body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    with tenant_scope(org_a):
+        assert FhirEndpoint.objects.count() == 1
 
 
 def test_too_many_calls_get_429_with_retry_after(org_a, token_client, monkeypatch):

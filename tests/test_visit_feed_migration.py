@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("connector", "0008_endpoint_smart_client_id")]
+BEFORE = [("connector", "0008_i12e_encrypt_ehr_user_ids")]
 AFTER = [("connector", "0009_i15v_api_visits")]
 WHEN = datetime(2027, 1, 12, 15, 30, tzinfo=UTC)
 

@@ -18,6 +18,7 @@ from functools import wraps
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -31,6 +32,18 @@ MAX_KEY_LENGTH = 255
 # Stored answers are kept this long (connector.tasks.idempotent_requests_purge, hourly): a retry
 # comes within minutes; after a day the same key is a new request.
 KEEP_ANSWERS_FOR = timedelta(hours=24)
+
+
+# The header as an OpenAPI parameter, for the views that honour it.
+IDEMPOTENCY_HEADER = [
+    OpenApiParameter(
+        HEADER,
+        str,
+        OpenApiParameter.HEADER,
+        description="Any unique string (a UUID): a retry with the same key and body gets the first answer, "
+        "and the action is not done again.",
+    )
+]
 
 
 class KeyReused(exceptions.APIException):

@@ -29,7 +29,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connector.api.idempotency import idempotent
+from connector.api.idempotency import IDEMPOTENCY_HEADER, idempotent
 from connector.api.pagination import KeysetPagination
 from connector.api.tenancy import TenantAPIViewMixin
 from connector.models import Environment, GuestInvite, ParticipantRole, Visit, VisitEvent
@@ -379,14 +379,7 @@ def _visit_row(visit: Visit) -> dict:
     return VisitSerializer(selectors.visits_for_api().get(pk=visit.pk)).data
 
 
-ACTION_HEADERS = [
-    OpenApiParameter(
-        "Idempotency-Key",
-        str,
-        OpenApiParameter.HEADER,
-        description="Any unique string (a UUID): a retry with the same key and body gets the first answer.",
-    )
-]
+ACTION_HEADERS = IDEMPOTENCY_HEADER
 
 
 @extend_schema(tags=["visits"], parameters=ACTION_HEADERS)

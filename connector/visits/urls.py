@@ -28,6 +28,7 @@ urlpatterns = [
     path("visit/<str:public_id>/console/", pages.console, name="console"),
     path("visit/<str:public_id>/console/status.json", pages.console_status, name="console-status"),
     path("visit/<str:public_id>/console/admit/", pages.console_admit, name="console-admit"),
+    path("visit/<str:public_id>/console/end/", pages.console_end, name="console-end"),
     path("visit/<str:public_id>/console/invite/", pages.console_invite, name="console-invite"),
     path("visit/<str:public_id>/console/revoke/", pages.console_revoke, name="console-revoke"),
     path("visit/<str:public_id>/console/invite/text/", pages.console_invite_text, name="console-invite-text"),

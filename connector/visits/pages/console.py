@@ -24,9 +24,11 @@ from connector.services.participants import (
     InvalidField,
     InviteLimitReached,
     NotInLobby,
+    VisitNotStarted,
     guest_invite_create,
     guest_invite_revoke,
     participant_admit,
+    visit_end,
 )
 from connector.services.visits import join_token_make, join_url_for
 from connector.visits.pages.common import (
@@ -179,6 +181,7 @@ def _console_page(
             "invite_kinds": GuestInvite.Kind.choices,
             "invite_url": access.path("visits:console-invite"),
             "revoke_url": access.path("visits:console-revoke"),
+            "end_url": access.path("visits:console-end"),
             "text_url": access.path("visits:console-invite-text"),
             "error": error,
             "notice": notice,
@@ -282,3 +285,16 @@ def console_invite_text(request: HttpRequest, access: ConsoleAccess) -> HttpResp
 def console_revoke(request: HttpRequest, access: ConsoleAccess) -> HttpResponse:
     guest_invite_revoke(visit=access.visit, participant_id=request.POST.get("participant_id", ""))
     return redirect(f"{access.path()}#invites")
+
+
+@csrf_exempt
+@methods("POST")
+@xframe_options_exempt
+@_with_console()
+def console_end(request: HttpRequest, access: ConsoleAccess) -> HttpResponse:
+    """End the visit for everyone still connected (the API's POST .../end/ calls the same service)."""
+    try:
+        visit_end(visit=access.visit)
+    except VisitNotStarted as refusal:
+        return _console_page(request, access, error=str(refusal), status=409)
+    return redirect(access.path())
