@@ -75,6 +75,7 @@ NOT_PAGES = {
     "visits:demo-meeting-event": "POST only",
     "visits:console-status": "JSON",
     "visits:console-admit": "POST only",
+    "visits:console-end": "POST only",
     "visits:console-invite": "POST only",
     "visits:console-revoke": "POST only",
     "visits:console-invite-text": "POST only",
