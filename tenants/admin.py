@@ -182,6 +182,7 @@ class ApiTokenAdmin(SimpleHistoryAdmin):
 
     class Media:
         js = ["js/copy-buttons.js"]  # the Copy button of a new token's one-time message
+
     actions = ["revoke"]
 
     def get_fields(self, request, obj=None):
@@ -207,7 +208,7 @@ class ApiTokenAdmin(SimpleHistoryAdmin):
         self.message_user(
             request,
             format_html(
-                'Token created. Copy it now, it is not shown again: <code>{}</code> '
+                "Token created. Copy it now, it is not shown again: <code>{}</code> "
                 '<button type="button" class="copy" data-copy="{}">Copy</button>',
                 issued.raw,
                 issued.raw,

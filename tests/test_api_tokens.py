@@ -14,7 +14,12 @@ from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import ORG_A_TID, microsoft_user, signed_in
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
-NEW_ENDPOINT = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main", "time_zone": "UTC"}
+NEW_ENDPOINT = {
+    "base_url": "https://fhir.example.org/R4/",
+    "environment": "test",
+    "label": "Main",
+    "time_zone": "UTC",
+}
 
 
 @pytest.fixture
@@ -208,7 +213,9 @@ def test_no_token_may_change_who_administers_the_organization(org_a, admin_a, to
     get_user_model().objects.create_user(username="wanda")
     client = token_client(org_a, "read_write")
 
-    response = client.post(f"{BASE}/memberships/", {"username": "wanda", "role": "administrator"}, format="json")
+    response = client.post(
+        f"{BASE}/memberships/", {"username": "wanda", "role": "administrator"}, format="json"
+    )
 
     assert response.status_code == 403
     assert "sign in as an administrator" in response.json()["error"]["message"]
