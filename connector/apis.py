@@ -166,7 +166,7 @@ class EndpointListCreateApi(TenantAPIViewMixin, generics.ListAPIView):
     ordering_fields = ["label", "created_at"]
 
     def get_queryset(self):
-        return FhirEndpoint.objects.order_by("environment", "label")
+        return FhirEndpoint.objects.filter(deleted_at__isnull=True).order_by("environment", "label")
 
     @extend_schema(
         request=EndpointWriteSerializer, responses={201: EndpointSerializer}, parameters=IDEMPOTENCY_HEADER

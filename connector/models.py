@@ -83,6 +83,9 @@ class FhirEndpoint(TenantOwnedModel):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Deleted in the portal: kept (past visits and reports point to it), gone from every list,
+    # disabled for launches. Adding its URL again brings it back (services/endpoints.py).
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     history = HistoricalRecords(
         excluded_fields=["validation_step", "validation_lease_until", "validation_attempts"]
@@ -540,6 +543,30 @@ class IdempotentRequest(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.caller} {self.key}"
+
+
+class Heartbeat(TenantOwnedModel):
+    """When a participant's visit page (lobby, console, meeting) last said it is still open.
+
+    One row per participant and visit, overwritten every ~15 s; the presence sweep
+    (connector/services/presence.py) marks as left whoever stops sending, then deletes the row.
+    Holds only the participant ID the visit's events already hold.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="heartbeats")
+    participant_id = models.CharField(max_length=200)
+    role = models.CharField(max_length=12, choices=ParticipantRole.choices)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["visit", "participant_id"], name="one_heartbeat_per_participant")
+        ]
+        indexes = [models.Index(fields=["last_seen_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.role} last seen {self.last_seen_at:%H:%M:%S}"
 
 
 class GuestInvite(TenantOwnedModel):

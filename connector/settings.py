@@ -110,6 +110,8 @@ EHR_HTTP_TOTAL_TIMEOUT: float = env.float("EHR_HTTP_TOTAL_TIMEOUT", default=15.0
 WEBHOOK_RETRY_WINDOW_SECONDS: int = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
 WEBHOOK_FIRST_BACKOFF_SECONDS: int = env.int("WEBHOOK_FIRST_BACKOFF_SECONDS", default=30)
 WEBHOOK_DISABLE_AFTER_FAILURES: int = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=100)
+# Finished deliveries (their payloads: IDs and times) are deleted after this many days.
+WEBHOOK_LOG_DAYS: int = env.int("WEBHOOK_LOG_DAYS", default=30)
 EHR_HTTP_MAX_RESPONSE_BYTES: int = env.int("EHR_HTTP_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024)
 
 # The SMART client this installation is registered as in the EHRs (Epic's "client ID").
@@ -363,6 +365,7 @@ SOCIAL_AUTH_PIPELINE = (
     "social_core.pipeline.social_auth.associate_user",
     # Not social-auth's load_extra_data: it always stores the access, refresh and id tokens.
     "tenants.auth_pipeline.keep_only_stable_ids",
+    "tenants.auth_pipeline.accept_membership_invites",
     "tenants.auth_pipeline.remember_sign_in_tenant",
 )
 

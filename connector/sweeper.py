@@ -17,7 +17,9 @@ state carries a lease in its row, and this sweeper (scheduled every minute by
 - texts (OutboundMessage SENDING, `lease_until`): reconciled with the provider
   (sms/services/recovery.py); due texts get a dispatch queued;
 - webhooks (WebhookDelivery SENDING, `next_attempt_at`): back to pending; every
-  due pending delivery is queued (this is also how backoff retries happen).
+  due pending delivery is queued (this is also how backoff retries happen);
+- presence (Heartbeat older than 45 s): the participant is marked as left
+  (connector/services/presence.py) in visits nobody's page sweeps any more.
 
 Each step is bounded (a few hundred rows a run) and one failing step does not
 stop the others. Every step is safe to run twice at once: each row is taken
@@ -130,6 +132,12 @@ def webhooks_recover() -> int:
     return len(due)
 
 
+def presence_recover() -> int:
+    from connector.services.presence import presence_sweep
+
+    return presence_sweep()
+
+
 STEPS: dict[str, Callable[[], int]] = {
     "endpoints": endpoints_recover,
     "phone_numbers": phone_numbers_recover,
@@ -137,6 +145,7 @@ STEPS: dict[str, Callable[[], int]] = {
     "rollups": rollup_jobs_recover,
     "texts": texts_recover,
     "webhooks": webhooks_recover,
+    "presence": presence_recover,
 }
 
 

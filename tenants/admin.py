@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from tenants import services
-from tenants.models import AccessRequest, ApiToken, Membership, Tenant, TenantStatus
+from tenants.models import AccessRequest, ApiToken, Membership, MembershipInvite, Tenant, TenantStatus
 
 
 class MembershipInline(admin.TabularInline):
@@ -169,6 +169,26 @@ class MembershipAdmin(SimpleHistoryAdmin):
     list_select_related = ["user", "tenant"]
     raw_id_fields = ["user"]
     autocomplete_fields = ["tenant"]
+
+
+@admin.register(MembershipInvite)
+class MembershipInviteAdmin(admin.ModelAdmin):
+    """Read-only for support: invitations are made and withdrawn by the organization's administrators."""
+
+    list_display = ["email", "tenant", "role", "created_at", "accepted_at", "withdrawn_at"]
+    list_filter = [
+        "role",
+        ("accepted_at", admin.EmptyFieldListFilter),
+        ("withdrawn_at", admin.EmptyFieldListFilter),
+    ]
+    search_fields = ["email", "tenant__name", "=tenant__microsoft_tenant_id"]
+    list_select_related = ["tenant"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(ApiToken)

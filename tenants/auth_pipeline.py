@@ -81,6 +81,18 @@ def keep_only_stable_ids(backend, response, social=None, *args, **kwargs):
         social.save(update_fields=["extra_data"])
 
 
+def accept_membership_invites(details, user=None, sign_in_tenant=None, *args, **kwargs):
+    """Open invitations of the organization signed in through, for this e-mail, become memberships.
+
+    Only an organization's own people reach this with it as `sign_in_tenant` (their Microsoft
+    `tid` is the organization's), so an invitation cannot be accepted from another tenant.
+    """
+    if user is not None and sign_in_tenant is not None:
+        from tenants.services import membership_invites_accept
+
+        membership_invites_accept(tenant=sign_in_tenant, user=user, email=details.get("email") or "")
+
+
 def remember_sign_in_tenant(strategy, sign_in_tenant=None, *args, **kwargs):
     """Open the session on the organization the user signed in through."""
     if sign_in_tenant is not None:

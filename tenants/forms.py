@@ -1,6 +1,6 @@
 from django import forms
 
-from tenants.models import DataRegion, EhrVendor, TokenScope
+from tenants.models import DataRegion, EhrVendor, Role, TokenScope
 
 
 class AccessRequestForm(forms.Form):
@@ -19,3 +19,22 @@ class AccessRequestForm(forms.Form):
 class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What will use it, e.g. 'Reporting warehouse'.")
     scope = forms.ChoiceField(choices=TokenScope.choices)
+
+
+class MemberInviteForm(forms.Form):
+    email = forms.EmailField(
+        label="Work e-mail address",
+        help_text="The address of their Microsoft work account in your organization.",
+    )
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+    ehr_username = forms.CharField(
+        max_length=150,
+        required=False,
+        label="EHR username",
+        help_text="For EHR approvers only: their user name in the EHR, checked at approval.",
+    )
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+    ehr_username = forms.CharField(max_length=150, required=False, label="EHR username")

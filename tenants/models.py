@@ -252,3 +252,43 @@ class ApiToken(TenantOwnedModel):
     @property
     def allows_writes(self) -> bool:
         return self.scope == TokenScope.READ_WRITE
+
+
+class MembershipInvite(TenantOwnedModel):
+    """An administrator's invitation: whoever signs in with this e-mail address becomes a member.
+
+    Accepted at the invitee's first Microsoft sign-in through the organization's own Microsoft
+    tenant (tenants/auth_pipeline.py), so only the organization's own people can accept it; in
+    demo mode the demo sign-in page offers it instead. Kept after acceptance or withdrawal.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="membership_invites")
+    email = models.EmailField("e-mail address", max_length=254)
+    role = models.CharField(max_length=20, choices=Role.choices)
+    ehr_username = models.CharField("EHR username", max_length=150, blank=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "email"],
+                condition=Q(accepted_at__isnull=True, withdrawn_at__isnull=True),
+                name="one_open_invite_per_email",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} as {self.get_role_display()}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.withdrawn_at is None

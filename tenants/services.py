@@ -18,6 +18,7 @@ from tenants.models import (
     AccessRequestState,
     ApiToken,
     Membership,
+    MembershipInvite,
     Role,
     Tenant,
     TenantStatus,
@@ -244,6 +245,100 @@ def membership_delete(*, membership: Membership) -> None:
         if membership.role == Role.ADMINISTRATOR:
             _refuse_removing_last_administrator(membership)
         membership.delete()
+
+
+def membership_invite_create(
+    *, tenant: Tenant, email: str, role: str, ehr_username: str = "", invited_by: AbstractBaseUser | None
+) -> MembershipInvite:
+    """Invite someone by e-mail with a role; they become a member at their first sign-in.
+
+    Refused (ValidationError naming the field) for someone already a member, an address with an
+    open invitation, or an EHR approver without their EHR username. The e-mail with the sign-in
+    link is queued after commit.
+    """
+    email = email.strip().lower()
+    with tenant_scope(tenant):
+        if Membership.objects.filter(user__email__iexact=email).exists():
+            raise ValidationError(
+                {"email": "Someone with this e-mail address is already a member; change their role instead."}
+            )
+        if MembershipInvite.objects.filter(email=email, accepted_at=None, withdrawn_at=None).exists():
+            raise ValidationError(
+                {
+                    "email": "This address already has an open invitation; withdraw it first to change the role."
+                }
+            )
+        invite = MembershipInvite(
+            tenant=tenant, email=email, role=role, ehr_username=ehr_username.strip(), invited_by=invited_by
+        )
+        invite.full_clean(exclude=["tenant", "invited_by", "accepted_by"])
+        if role == Role.EHR_APPROVER and not invite.ehr_username:
+            raise ValidationError(
+                {"ehr_username": "An EHR approver needs their EHR username, as they sign in to the EHR."}
+            )
+        with transaction.atomic():
+            invite.save()
+            invite_pk = invite.pk
+            transaction.on_commit(lambda: async_task("tenants.tasks.membership_invite_send", invite_pk))
+    logger.info("membership invite %s created in tenant %s", invite.pk, tenant.pk)
+    return invite
+
+
+def membership_invite_withdraw(*, invite: MembershipInvite) -> bool:
+    """The invitation no longer works (kept, marked withdrawn). False: it was already used or withdrawn."""
+    with tenant_scope(invite.tenant):
+        return bool(
+            MembershipInvite.objects.filter(pk=invite.pk, accepted_at=None, withdrawn_at=None).update(
+                withdrawn_at=timezone.now()
+            )
+        )
+
+
+def membership_invites_accept(*, tenant: Tenant, user: AbstractBaseUser, email: str) -> list[Membership]:
+    """At a sign-in through `tenant`: the open invitations for this e-mail address become memberships.
+
+    Each invitation is claimed with a conditional UPDATE, so two sign-ins at once make one
+    membership. A user who is already a member keeps their role (the invitation is still used up).
+    """
+    email = (email or "").strip().lower()
+    if not email:
+        return []
+    made = []
+    with tenant_scope(tenant):
+        for invite in MembershipInvite.objects.filter(email=email, accepted_at=None, withdrawn_at=None):
+            with transaction.atomic():
+                claimed = MembershipInvite.objects.filter(
+                    pk=invite.pk, accepted_at=None, withdrawn_at=None
+                ).update(accepted_at=timezone.now(), accepted_by=user)
+                if not claimed or Membership.objects.filter(user=user).exists():
+                    continue
+                made.append(
+                    Membership.objects.create(
+                        tenant=tenant, user=user, role=invite.role, ehr_username=invite.ehr_username
+                    )
+                )
+                logger.info("membership invite %s accepted by user %s", invite.pk, user.pk)
+    return made
+
+
+def demo_invite_accept(*, invite: MembershipInvite) -> AbstractBaseUser:
+    """Demo mode only: the demo chooser's stand-in for the invitee's first Microsoft sign-in.
+
+    Makes (or finds) the demo user of the invited address, `demo-<local part>`, and accepts
+    the invitation exactly as a Microsoft sign-in through the organization would.
+    """
+    from django.contrib.auth import get_user_model
+    from django.utils.text import slugify
+
+    User = get_user_model()
+    username = f"demo-{slugify(invite.email.split('@')[0])[:40] or 'invitee'}"
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        user = User.objects.create_user(username=username, email=invite.email)
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    membership_invites_accept(tenant=invite.tenant, user=user, email=invite.email)
+    return user
 
 
 def _refuse_removing_last_administrator(membership: Membership) -> None:

@@ -7,7 +7,8 @@ import logging
 from django.conf import settings
 from django.core.mail import send_mail
 
-from tenants.models import AccessRequest, AccessRequestState
+from tenants.models import AccessRequest, AccessRequestState, MembershipInvite
+from tenants.scoping import all_tenants
 
 logger = logging.getLogger(__name__)
 
@@ -33,4 +34,21 @@ def notify_access_request_decision(access_request_pk: int) -> bool:
     recipients = {access_request.technical_contact_email, access_request.requester_email}
     send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, sorted(recipients))
     logger.info("access request %s decision sent", access_request_pk)
+    return True
+
+
+def membership_invite_send(invite_pk: int) -> bool:
+    """E-mail an invitation its sign-in link. Sending twice is the same message again (safe to retry)."""
+    with all_tenants():
+        invite = MembershipInvite.objects.select_related("tenant").filter(pk=invite_pk).first()
+    if invite is None or not invite.is_open:
+        return False
+    subject = f"You are invited to {invite.tenant.name} on the EHR connector"
+    body = (
+        f"You were invited to {invite.tenant.name} as {invite.get_role_display()}.\n\n"
+        f"Sign in with your Microsoft work account ({invite.email}) at {settings.PUBLIC_BASE_URL}/sign-in/ "
+        "and you land in the organization."
+    )
+    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [invite.email])
+    logger.info("membership invite %s sent", invite_pk)
     return True

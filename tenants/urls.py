@@ -14,6 +14,13 @@ urlpatterns = [
     path("portal/", views.portal_home, name="portal-home"),
     path("portal/switch/", views.switch_tenant, name="switch-tenant"),
     path("portal/members/", views.members, name="members"),
+    path("portal/members/<int:pk>/role/", views.member_change, name="member-change"),
+    path("portal/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
+    path(
+        "portal/members/invites/<int:pk>/withdraw/",
+        views.member_invite_withdraw,
+        name="member-invite-withdraw",
+    ),
     path("portal/api-tokens/", views.api_tokens, name="api-tokens"),
     path("portal/api-tokens/<int:pk>/revoke/", views.api_token_revoke, name="api-token-revoke"),
 ]

@@ -23,10 +23,11 @@ from connector.forms import add_service_errors
 from connector.views import rate_limited
 from tenants import services
 from tenants.auth_pipeline import REFUSAL_SESSION_KEY
-from tenants.forms import AccessRequestForm, ApiTokenForm
+from tenants.forms import AccessRequestForm, ApiTokenForm, MemberInviteForm, MemberRoleForm
 from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
-from tenants.models import AccessRequest, AccessRequestState, ApiToken, Membership, Role
+from tenants.models import AccessRequest, AccessRequestState, ApiToken, Membership, MembershipInvite, Role
 from tenants.regions import layout, region_label
+from tenants.scoping import all_tenants
 from tenants.selectors import demo_memberships
 from tenants.sign_in_defences import demo_sign_in_allowed, demo_sign_in_failed, lockout_message
 
@@ -49,13 +50,21 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and request.method == "GET":
         return redirect("tenants:portal-home")
     demo_users = []
+    demo_invites = []
     if settings.DEMO_SIGN_IN:
         demo_users = _demo_users()
+        with all_tenants():
+            demo_invites = list(
+                MembershipInvite.objects.filter(accepted_at=None, withdrawn_at=None)
+                .select_related("tenant")
+                .order_by("tenant__name", "email")
+            )
     return render(
         request,
         "tenants/sign_in.html",
         {
             "demo_users": demo_users,
+            "demo_invites": demo_invites,
             "session_expired": request.GET.get("expired") == "1",
             "next": request.GET.get("next", ""),
         },
@@ -81,6 +90,9 @@ def demo_sign_in(request: HttpRequest) -> HttpResponse:
     """The clearly labelled local sign-in of the demo; off whenever Entra ID is configured."""
     if not settings.DEMO_SIGN_IN:
         raise Http404("Demo sign-in is off.")
+    invite_pk = request.POST.get("invite", "")
+    if invite_pk:
+        return _demo_invite_sign_in(request, invite_pk)
     username = request.POST.get("username", "")
     if not demo_sign_in_allowed(request, username):
         messages.error(request, lockout_message(request))
@@ -102,6 +114,25 @@ def demo_sign_in(request: HttpRequest) -> HttpResponse:
     next_url = request.POST.get("next", "")
     if next_url and url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         return redirect(next_url)
+    return redirect("tenants:portal-home")
+
+
+def _demo_invite_sign_in(request: HttpRequest, invite_pk: str) -> HttpResponse:
+    """Demo mode: sign in as an invited person (their first sign-in), landing in the organization."""
+    with all_tenants():
+        invite = (
+            MembershipInvite.objects.select_related("tenant")
+            .filter(pk=invite_pk if invite_pk.isdigit() else 0, accepted_at=None, withdrawn_at=None)
+            .first()
+        )
+    if invite is None:
+        messages.error(request, "That invitation was already used or withdrawn. Pick a demo user instead.")
+        return redirect("tenants:sign-in")
+    user = services.demo_invite_accept(invite=invite)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    request.session[ACTIVE_TENANT_SESSION_KEY] = invite.tenant_id
+    logger.info("demo sign-in of invitation %s as user %s", invite.pk, user.pk)
+    messages.success(request, f"Welcome to {invite.tenant.name}.")
     return redirect("tenants:portal-home")
 
 
@@ -286,6 +317,83 @@ def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def members(request: HttpRequest) -> HttpResponse:
+    """Members and open invitations; administrators invite (POST here), change roles and remove."""
     _require_role(request, Role.ADMINISTRATOR, Role.EHR_APPROVER)
+    form = MemberInviteForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        _require_role(request, Role.ADMINISTRATOR)
+        if form.is_valid():
+            try:
+                invite = services.membership_invite_create(
+                    tenant=request.tenant, invited_by=request.user, **form.cleaned_data
+                )
+            except ValidationError as error:
+                add_service_errors(form, error)
+            else:
+                messages.success(
+                    request,
+                    f"{invite.email} is invited as {invite.get_role_display()}: they become a member when they "
+                    "first sign in with that Microsoft work account.",
+                )
+                return redirect("tenants:members")
+        status = 400
     rows = Membership.objects.select_related("user").order_by("user__username")
-    return render(request, "tenants/members.html", {"members": rows})
+    context = {
+        "members": [
+            {
+                "membership": m,
+                "form": MemberRoleForm(initial={"role": m.role, "ehr_username": m.ehr_username}),
+            }
+            for m in rows
+        ],
+        "invites": MembershipInvite.objects.filter(accepted_at=None, withdrawn_at=None).order_by("email"),
+        "form": form,
+        "can_manage": request.membership.role == Role.ADMINISTRATOR,
+    }
+    return render(request, "tenants/members.html", context, status=status)
+
+
+@login_required
+@require_POST
+def member_change(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change a member's role (administrators; never away from the last administrator)."""
+    _require_role(request, Role.ADMINISTRATOR)
+    membership = get_object_or_404(Membership.objects.select_related("user"), pk=pk)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles: administrator, EHR approver or viewer.")
+        return redirect("tenants:members")
+    try:
+        services.membership_update(membership=membership, **form.cleaned_data)
+    except ValidationError as error:
+        messages.error(request, f"{membership.user.get_username()}: {' '.join(error.messages)}")
+    else:
+        messages.success(request, f"{membership.user.get_username()} is now {membership.get_role_display()}.")
+    return redirect("tenants:members")
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_role(request, Role.ADMINISTRATOR)
+    membership = get_object_or_404(Membership.objects.select_related("user"), pk=pk)
+    try:
+        services.membership_delete(membership=membership)
+    except ValidationError as error:
+        messages.error(request, f"{membership.user.get_username()}: {' '.join(error.messages)}")
+    else:
+        messages.success(request, f"{membership.user.get_username()} is no longer a member.")
+    return redirect("tenants:members")
+
+
+@login_required
+@require_POST
+def member_invite_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_role(request, Role.ADMINISTRATOR)
+    invite = get_object_or_404(MembershipInvite, pk=pk)
+    if services.membership_invite_withdraw(invite=invite):
+        messages.success(request, f"The invitation of {invite.email} was withdrawn.")
+    else:
+        messages.info(request, f"The invitation of {invite.email} was already used or withdrawn.")
+    return redirect("tenants:members")

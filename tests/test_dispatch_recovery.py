@@ -24,6 +24,13 @@ NY = "America/New_York"
 
 
 @pytest.fixture(autouse=True)
+def _during_the_day():
+    """Texts wait for the end of quiet hours at night: the tests run at 10:00 in New York, whenever CI runs."""
+    with time_machine.travel(at("2026-12-01 10:00", NY), tick=True):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _locmem_sms(settings):
     settings.SMS_BACKEND = "sms.backends.locmem.LocmemSmsBackend"
     settings.SMS_RATE_PER_NUMBER = 1000

@@ -156,8 +156,8 @@ def test_clinician_and_patient_launch_from_the_ehr_into_the_demo_meeting(origin,
     ]
     expect(clinician.get_by_role("heading", name="One-time sign-in")).to_be_visible()
     expect(clinician.locator("#clinician-link")).to_contain_text(org_a.name)
-    clinician.get_by_label("Demo user").fill(CLINICIAN_USERNAME)
-    clinician.get_by_role("button", name="Sign in as this demo user").click()
+    expect(clinician.get_by_role("link", name="Setup")).to_have_count(0)  # no portal navigation in a visit
+    clinician.get_by_role("button", name=f"Sign in as {CLINICIAN_USERNAME}").click()
 
     # --- Back from the sign-in, on the demo meeting as the clinician (the organizer).
     clinician.wait_for_url(f"{origin}/visit/demo-meeting/**")
@@ -287,8 +287,8 @@ def test_a_console_launch_record_opens_the_visits_console_after_the_one_time_sig
     clinician = new_page()
     press(clinician, origin, "Start virtual visit (clinician)")
     clinician.wait_for_url(f"{origin}/launch/link/**")
-    clinician.get_by_label("Demo user").fill(CLINICIAN_USERNAME)
-    clinician.get_by_role("button", name="Sign in as this demo user").click()
+    expect(clinician.get_by_role("link", name="Setup")).to_have_count(0)  # no portal navigation in a visit
+    clinician.get_by_role("button", name=f"Sign in as {CLINICIAN_USERNAME}").click()
 
     # The view survived the EHR round trip and the sign-in: the console, not the meeting.
     clinician.wait_for_url(f"{origin}/visit/*/console/?t=*")

@@ -115,20 +115,20 @@ def test_a_second_launch_of_the_same_appointment_reuses_the_visit_and_meeting(sa
 def test_a_clinicians_first_launch_asks_for_a_one_time_sign_in(sandbox, org_a, admin_a, settings):
     settings.DEMO_SIGN_IN = True
     endpoint = usable_endpoint(org_a, sandbox)
-    session = requests.Session()
-    response = follow_to_connector(session, press_launch(sandbox), sandbox)
-    assert response.status_code == 200
-    assert "One-time sign-in" in response.text
-    link_page = response.url
-    # Sign in (the demo sign-in stands in for Microsoft here), then come back.
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.create_user(username="demo-clinician")
     from tenants.models import Membership, Role
-    from tests.conftest import make_member  # noqa: F401  (members are made by fixtures elsewhere)
 
     with tenant_scope(org_a):
         Membership.objects.create(tenant=org_a, user=user, role=Role.VIEWER)
+    session = requests.Session()
+    response = follow_to_connector(session, press_launch(sandbox), sandbox)
+    assert response.status_code == 200
+    assert "One-time sign-in" in response.text
+    # The demo's chooser offers the organization's demo users (it stands in for Microsoft).
+    assert "Sign in as demo-clinician" in response.text and 'type="text"' not in response.text
+    link_page = response.url
     csrf = session.cookies.get("csrftoken")
     signed = session.post(
         f"{sandbox.url}/sign-in/demo/",

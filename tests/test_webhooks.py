@@ -66,6 +66,7 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict, bytes]] = []
         self.status = 200
+        self.refuse: bytes | None = None  # bodies containing this are answered 422
         self.crash_at: int | None = None  # the Nth request is read, then the server dies unanswered
         self.port = 0
         self.server: ThreadingHTTPServer | None = None
@@ -91,7 +92,8 @@ class Receiver:
                     self.close_connection = True
                     threading.Thread(target=receiver.stop, daemon=True).start()
                     return
-                self.send_response(receiver.status)
+                refused = receiver.refuse is not None and receiver.refuse in body
+                self.send_response(422 if refused else receiver.status)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -154,7 +156,7 @@ def run_sweeper_until_quiet(rounds=40):
 # --- delivery and signature --------------------------------------------------------------
 
 
-def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, receiver):
+def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, receiver, token_client):
     endpoint, secret = register(org_a, receiver.url)
     visit = make_visit(org_a)
     record(visit, "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
@@ -181,7 +183,14 @@ def test_visit_events_reach_the_receiver_signed_with_ids_and_no_names(org_a, rec
         assert payload["id"] == headers["webhook-id"]
         assert payload["tenant_id"] == org_a.microsoft_tenant_id
     ended = json.loads(receiver.received[-1][1])
-    assert ended["data"]["visit"]["id"] == visit.pk
+    assert ended["data"]["visit"]["id"] == visit.public_id
+    # The visit ID is the visits API's: a tool fetches the detail with it.
+    api = token_client(org_a, "read").get(
+        f"/api/v1/tenants/{org_a.microsoft_tenant_id}/visits/{visit.public_id}/"
+    )
+    assert api.status_code == 200 and api.json()["state"] == ended["data"]["visit"]["state"]
+    joined = json.loads(receiver.received[1][1])["data"]
+    assert joined["event"]["id"] == "e2" and isinstance(joined["event"]["seq"], int)
     assert ended["data"]["visit"]["state"] == "completed"
     assert ended["data"]["visit"]["started_at"] == (T0 + timedelta(minutes=2)).isoformat()
     assert json.loads(receiver.received[1][1])["data"]["participant"] == {"id": "p-1", "role": "patient"}
@@ -298,6 +307,24 @@ def test_a_failing_receiver_is_retried_with_growing_delays_for_a_day_then_disabl
     # Disabled: new events make no deliveries.
     record(make_visit(org_a, appointment="A-2"), "e9", EventKind.LOBBY_ENTERED, "patient", "p-2", 0)
     assert len(deliveries()) == 1
+
+
+def test_one_refused_delivery_fails_after_a_day_without_disabling_a_receiver_that_takes_the_others(
+    org_a, admin_a, receiver
+):
+    receiver.refuse = b'"p-bad"'
+    endpoint, _ = register(org_a, receiver.url)
+    visit = make_visit(org_a)
+    record(visit, "e-bad", EventKind.LOBBY_ENTERED, "patient", "p-bad", 0)
+    record(visit, "e-good", EventKind.LOBBY_ENTERED, "patient", "p-good", 1)
+    run_sweeper_until_quiet()
+    states = {d.payload["data"]["participant"]["id"]: d.state for d in deliveries()}
+    assert states == {"p-bad": DeliveryState.FAILED, "p-good": DeliveryState.DELIVERED}
+    [bad] = deliveries(state=DeliveryState.FAILED)
+    assert "HTTP 422" in bad.last_error and bad.last_status == 422
+    with tenant_scope(org_a):
+        endpoint.refresh_from_db()
+    assert endpoint.enabled and mail.outbox == []
 
 
 def test_backoff_doubles_between_attempts(org_a, receiver, settings):
@@ -462,9 +489,12 @@ def test_api_delivery_log_and_send_again(org_a, token_client, receiver):
     listed = writer.get(url).json()
     [row] = listed["results"] if isinstance(listed, dict) else listed
     assert row["state"] == "delivered" and row["attempts"] == 1 and row["event_type"] == "participant.waiting"
-    response = writer.post(f"{url}{row['id']}/redeliver/")
+    response = writer.post(f"{url}{row['id']}/redeliver/", HTTP_IDEMPOTENCY_KEY="again-1")
     assert response.status_code == 202
     assert receiver.ids() == [row["event_id"], row["event_id"]]  # sent again with the same ID
+    replay = writer.post(f"{url}{row['id']}/redeliver/", HTTP_IDEMPOTENCY_KEY="again-1")
+    assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+    assert len(receiver.ids()) == 2  # a retried request sends nothing more
     [delivery] = deliveries()
     assert delivery.attempts == 2 and delivery.state == DeliveryState.DELIVERED
 
@@ -598,3 +628,58 @@ def test_an_approval_and_a_failed_text_emit_their_events(org_a, admin_a, receive
     failed = json.loads(receiver.received[-1][1])
     assert failed["type"] == "text.failed" and failed["data"]["message"]["id"] == message.pk
     assert b"30003" not in receiver.received[-1][1]  # the provider's reason may quote the number: not sent
+
+
+# --- the cause never waits; no transaction across the POST -----------------------------------
+
+
+@pytest.mark.tasks
+def test_recording_an_event_only_queues_the_delivery_and_a_worker_sends_it(org_a, receiver, drain_task_queue):
+    register(org_a, receiver.url)
+    visit = make_visit(org_a)
+    record(visit, "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
+    # The event is recorded; nothing was sent while recording it, the task waits on the real broker.
+    assert receiver.received == []
+    [delivery] = deliveries()
+    assert delivery.state == DeliveryState.PENDING and delivery.attempts == 0
+    ran = [r for r in drain_task_queue() if r[0] == "connector.webhooks.tasks.webhook_deliver"]
+    assert ran == [("connector.webhooks.tasks.webhook_deliver", (delivery.pk,), "delivered")]
+    assert len(receiver.received) == 1
+    # Queued again (a sweeper racing a worker): the claim lets only one send.
+    from connector.webhooks.tasks import webhook_deliver
+
+    assert webhook_deliver(delivery.pk) == "not due"
+    assert len(receiver.received) == 1
+
+
+def test_no_transaction_is_open_while_a_delivery_is_posted(org_a, receiver, monkeypatch):
+    from django.db import connection
+
+    from connector.webhooks import sender
+
+    seen = []
+    real = sender.guarded_post_bytes
+
+    def post(*args, **kwargs):
+        seen.append(connection.in_atomic_block)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sender, "guarded_post_bytes", post)
+    register(org_a, receiver.url)
+    record(make_visit(org_a), "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
+    assert seen == [False] and len(receiver.received) == 1
+
+
+def test_finished_deliveries_are_forgotten_after_the_log_period(org_a, receiver, settings):
+    from connector.webhooks.tasks import webhook_deliveries_purge
+
+    settings.WEBHOOK_LOG_DAYS = 30
+    register(org_a, receiver.url)
+    receiver.status = 500
+    record(make_visit(org_a), "e1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)  # pending: kept
+    receiver.status = 200
+    record(make_visit(org_a, appointment="A-2"), "e2", EventKind.LOBBY_ENTERED, "patient", "p-2", 0)
+    assert webhook_deliveries_purge() == 0
+    with time_machine.travel(timezone.now() + timedelta(days=31), tick=False):
+        assert webhook_deliveries_purge() == 1
+    assert [d.state for d in deliveries()] == [DeliveryState.PENDING]

@@ -26,6 +26,9 @@ class EndpointForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["environment"].choices = Environment.choices
+        # static/js/endpoint-form.js proposes the browser's zone when the organization has none yet.
+        if not self.is_bound and not self.instance.pk and "time_zone" not in self.initial:
+            self.fields["time_zone"].widget.attrs["data-browser-default"] = "true"
 
 
 class ApproversForm(forms.Form):

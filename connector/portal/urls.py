@@ -12,6 +12,7 @@ urlpatterns = [
     path("setup/endpoints/<int:pk>/edit/", views.endpoint_edit, name="endpoint-edit"),
     path("setup/endpoints/<int:pk>/validate/", views.endpoint_validate, name="endpoint-validate"),
     path("setup/endpoints/<int:pk>/disable/", views.endpoint_disable, name="endpoint-disable"),
+    path("setup/endpoints/<int:pk>/delete/", views.endpoint_delete, name="endpoint-delete"),
     path("setup/endpoints/<int:pk>/status.json", views.endpoint_status, name="endpoint-status"),
     path("setup/sms/", sms_portal.sms_step, name="sms"),
     path("setup/sms/numbers/<int:pk>/status.json", sms_portal.number_status, name="sms-number-status"),

@@ -53,7 +53,7 @@ def setup(request: HttpRequest) -> HttpResponse:
 @login_required
 def configure(request: HttpRequest) -> HttpResponse:
     require_role(request, *SETUP_ROLES)
-    form = EndpointForm(prefix="endpoint")
+    form = EndpointForm(prefix="endpoint", initial=endpoint_services.endpoint_defaults(tenant=request.tenant))
     approvers_form = ApproversForm(
         prefix="approvers",
         initial={"usernames": "\n".join(EhrApprover.objects.values_list("ehr_username", flat=True))},
@@ -83,7 +83,7 @@ def configure(request: HttpRequest) -> HttpResponse:
                     endpoint_services.endpoint_request_validation(endpoint=endpoint)
                     messages.success(request, f"{endpoint.label} was added; it is being validated now.")
                     return redirect("portal:configure")
-    endpoints = FhirEndpoint.objects.order_by("environment", "label")
+    endpoints = FhirEndpoint.objects.filter(deleted_at__isnull=True).order_by("environment", "label")
     failed_writes = (
         write_backs_needing_attention().count() if request.membership.role == Role.ADMINISTRATOR else 0
     )
@@ -151,6 +151,24 @@ def endpoint_disable(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         endpoint_services.endpoint_disable(endpoint=endpoint)
         messages.success(request, f"{endpoint.label} was disabled; launches through it now stop.")
+    return redirect("portal:configure")
+
+
+@login_required
+@require_POST
+def endpoint_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete (kept in history, gone from lists); refused with the reason while visits or texts need it."""
+    require_role(request, Role.ADMINISTRATOR)
+    endpoint = get_object_or_404(FhirEndpoint, pk=pk, deleted_at__isnull=True)
+    try:
+        endpoint_services.endpoint_delete(endpoint=endpoint)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(
+            request,
+            f"{endpoint.label} was deleted. Past visits and reports keep it; adding its URL again brings it back.",
+        )
     return redirect("portal:configure")
 
 

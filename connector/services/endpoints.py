@@ -67,6 +67,11 @@ def endpoint_create(
         smart_client_id=smart_client_id.strip(),
     )
     endpoint.full_clean(exclude=["tenant"], validate_unique=False)
+    deleted = FhirEndpoint.objects.filter(
+        tenant=tenant, base_url=endpoint.base_url, deleted_at__isnull=False
+    ).first()
+    if deleted is not None:
+        return _endpoint_restore(deleted=deleted, endpoint=endpoint)
     if FhirEndpoint.objects.filter(tenant=tenant, base_url=endpoint.base_url).exists():
         raise _duplicate_url_error()
     try:
@@ -76,6 +81,81 @@ def endpoint_create(
         raise _duplicate_url_error() from error
     logger.info("endpoint %s created for tenant %s", endpoint.pk, tenant.pk)
     return endpoint
+
+
+def _endpoint_restore(*, deleted: FhirEndpoint, endpoint: FhirEndpoint) -> FhirEndpoint:
+    """The URL of a deleted endpoint added again: the same row comes back (its history and past
+    visits with it) with the new settings, as a draft to validate, under a new config version."""
+    for field in (
+        "environment",
+        "label",
+        "time_zone",
+        "write_back_enabled",
+        "write_join_link",
+        "smart_client_id",
+    ):
+        setattr(deleted, field, getattr(endpoint, field))
+    deleted.deleted_at = None
+    deleted.status = EndpointStatus.DRAFT
+    deleted.config_version += 1
+    deleted.last_validation = {}
+    deleted.last_validated_at = None
+    deleted.save()
+    logger.info("endpoint %s restored", deleted.pk)
+    return deleted
+
+
+def endpoint_delete(*, endpoint: FhirEndpoint) -> FhirEndpoint:
+    """Delete an endpoint from the portal: kept (past visits and reports point to it), gone from lists.
+
+    Refused (ValidationError saying why and what to do) while anything still depends on it:
+    visits not over yet, or texts still to be sent for its appointments.
+    """
+    from connector.models import Visit, VisitState
+    from sms.models import MessageState, OutboundMessage
+
+    open_visits = Visit.objects.filter(
+        endpoint=endpoint, state__in=[VisitState.SCHEDULED, VisitState.IN_PROGRESS]
+    ).count()
+    pending_texts = OutboundMessage.objects.filter(
+        appointment__endpoint=endpoint, state__in=[MessageState.SCHEDULED, MessageState.SENDING]
+    ).count()
+    reasons = []
+    if open_visits:
+        reasons.append(f"{open_visits} visit{'s' if open_visits != 1 else ''} not over yet")
+    if pending_texts:
+        reasons.append(f"{pending_texts} text message{'s' if pending_texts != 1 else ''} still to be sent")
+    if reasons:
+        raise ValidationError(
+            f"{endpoint.label} cannot be deleted while it has {' and '.join(reasons)}. Disable it now (launches "
+            "stop) and delete it once those visits are over and the texts are sent or cancelled.",
+            code="in_use",
+        )
+    with transaction.atomic():
+        endpoint.status = EndpointStatus.DISABLED
+        endpoint.deleted_at = timezone.now()
+        endpoint.save(update_fields=["status", "deleted_at", "updated_at"])
+        integration_records_mark_out_of_date(endpoint=endpoint)
+    logger.info("endpoint %s deleted", endpoint.pk)
+    return endpoint
+
+
+def endpoint_defaults(*, tenant: Tenant) -> dict:
+    """What a new endpoint form starts with: the organization's time zone (that of its endpoints,
+    the most used) and the environment it has no endpoint for yet (test first)."""
+    from django.db.models import Count
+
+    live = FhirEndpoint.objects.filter(tenant=tenant, deleted_at__isnull=True)
+    zone = (
+        live.values("time_zone")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "time_zone")
+        .values_list("time_zone", flat=True)
+    ).first()
+    has_test = live.filter(environment=Environment.TEST).exists()
+    has_production = live.filter(environment=Environment.PRODUCTION).exists()
+    environment = Environment.PRODUCTION if has_test and not has_production else Environment.TEST
+    return {"environment": environment, **({"time_zone": zone} if zone else {})}
 
 
 def endpoint_update(

@@ -143,11 +143,16 @@ def device_test_record(
 # --- lobby and admission -------------------------------------------------------------------------
 
 
-def lobby_enter(*, visit: Visit, role: str, participant_id: str) -> tuple[VisitEvent, bool]:
-    """Record that a participant reached the lobby: once per participant, however often the page loads."""
+def lobby_enter(*, visit: Visit, role: str, participant_id: str, attempt: int = 0) -> tuple[VisitEvent, bool]:
+    """Record that a participant reached the lobby: once per participant, however often the page loads.
+
+    `attempt` > 0 is a return after the participant was marked as left for silence (their
+    page went quiet, services/presence.py): one more entry per such return.
+    """
+    suffix = f":{attempt}" if attempt else ""
     return event_record(
         visit=visit,
-        event_id=f"lobby:{visit.public_id}:{participant_id}",
+        event_id=f"lobby:{visit.public_id}:{participant_id}{suffix}",
         kind=EventKind.LOBBY_ENTERED,
         role=role,
         participant_id=participant_id,

@@ -383,10 +383,11 @@ def visit_recompute(*, visit: Visit) -> Visit:
     peak = 0
     first_lobby = first_admit = None
     for event in events:
+        was_present = False
         if event.kind == EventKind.JOINED:
             present[event.participant_id] = event.role
         elif event.kind == EventKind.LEFT:
-            present.pop(event.participant_id, None)
+            was_present = present.pop(event.participant_id, None) is not None
         elif event.kind == EventKind.LOBBY_ENTERED and first_lobby is None:
             first_lobby = event.occurred_at
         elif event.kind == EventKind.ADMITTED and first_admit is None:
@@ -395,7 +396,8 @@ def visit_recompute(*, visit: Visit) -> Visit:
         roles = set(present.values())
         if started_at is None and ParticipantRole.CLINICIAN in roles and ParticipantRole.PATIENT in roles:
             started_at = event.occurred_at
-        if started_at is not None and event.kind == EventKind.LEFT and not present:
+        # Only the last one out ends it: a lobby waiter going, or a repeated leave, moves nothing.
+        if started_at is not None and was_present and not present:
             ended_at = event.occurred_at
         if (
             present
@@ -479,6 +481,8 @@ def visit_presence(*, visit: Visit) -> dict:
             lobby.pop(event.participant_id, None)
             present[event.participant_id] = event.role
         elif event.kind == EventKind.LEFT:
+            # A lobby waiter whose page went silent leaves the lobby too (services/presence.py).
+            lobby.pop(event.participant_id, None)
             present.pop(event.participant_id, None)
     return {
         "in_lobby": [{"participant_id": p, "role": r} for p, r in lobby.items()],

@@ -54,6 +54,9 @@ def write_back_queue_for_event(*, event: VisitEvent) -> list[WriteBack]:
         return []
     queued = []
     kind = _KIND_FOR_EVENT.get(event.kind)
+    if event.data.get("from") == "lobby":
+        # Someone who never connected leaving the lobby is no disconnection (services/presence.py).
+        kind = None
     if kind is not None:
         payload = {
             "event_id": event.event_id,

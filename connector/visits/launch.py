@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_exempt
@@ -42,7 +42,7 @@ from connector.visits.pages import console_url_for
 from tenants.auth_pipeline import SIGN_IN_TENANT_SESSION_KEY
 from tenants.models import Role
 from tenants.scoping import tenant_scope
-from tenants.selectors import membership_of
+from tenants.selectors import demo_memberships, membership_of
 from tenants.services import ENTRA_PROVIDER
 
 logger = logging.getLogger(__name__)
@@ -226,15 +226,24 @@ def clinician_link(request: HttpRequest, token: str) -> HttpResponse:
         )
     tenant = state.endpoint.tenant
     if not request.user.is_authenticated:
+        get_token(request)  # the sign-in forms post with the CSRF cookie, whichever of them is shown
         next_url = reverse("visits:clinician-link", kwargs={"token": token})
         return render(
             request,
             "visits/clinician_link.html",
             {
                 "tenant": tenant,
-                "microsoft_url": f"{reverse('social:begin', args=[ENTRA_PROVIDER])}?{REDIRECT_FIELD_NAME}={next_url}",
+                "microsoft_url": reverse("social:begin", args=[ENTRA_PROVIDER]),
                 "next": next_url,
                 "entra_configured": settings.ENTRA_CONFIGURED,
+                # The demo's chooser stands in for Microsoft: this organization's demo users only.
+                "demo_users": [
+                    {"username": m.user.username, "role": m.get_role_display()}
+                    for m in demo_memberships()
+                    if m.tenant_id == tenant.pk
+                ]
+                if settings.DEMO_SIGN_IN
+                else [],
             },
         )
     signed_in_here = request.session.get(SIGN_IN_TENANT_SESSION_KEY) == tenant.pk

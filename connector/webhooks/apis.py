@@ -12,6 +12,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connector.api.idempotency import idempotent
 from connector.api.tenancy import TenantAPIViewMixin, acting_user
 from connector.webhooks.models import EventType, WebhookDelivery, WebhookEndpoint
 from connector.webhooks.services import (
@@ -106,6 +107,8 @@ class WebhookEndpointListApi(TenantAPIViewMixin, generics.ListAPIView):
     def get_queryset(self):
         return WebhookEndpoint.objects.order_by("created_at")
 
+    # No Idempotency-Key here: a stored answer would keep the secret in clear for a day. A client
+    # that lost the answer lists the endpoints and deletes the one it cannot sign for.
     @extend_schema(request=WebhookEndpointWriteSerializer, responses={201: WebhookEndpointCreatedSerializer})
     def post(self, request, tenant_id: str):
         incoming = WebhookEndpointWriteSerializer(data=request.data)
@@ -154,6 +157,7 @@ class WebhookRedeliverApi(TenantAPIViewMixin, APIView):
     """Send a delivery again (same event ID, signed anew). Refused while its endpoint is disabled."""
 
     @extend_schema(request=None, responses={202: RedeliverResultSerializer})
+    @idempotent
     def post(self, request, tenant_id: str, pk: int):
         delivery = get_object_or_404(WebhookDelivery.objects.select_related("endpoint"), pk=pk)
         if not delivery.endpoint.enabled:

@@ -25,16 +25,20 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def visit_data(visit: Visit) -> dict:
+    """The visit as the visits API names it (`id` is the API's visit ID, `state` the API's state)."""
+    from connector.visits.selectors import api_state
+
     return {
-        "id": visit.pk,
+        "id": visit.public_id,
         "appointment_id": visit.appointment_id,
         "fhir_appointment_id": visit.fhir_appointment_id,
         "encounter_id": visit.encounter_id,
         "endpoint_id": visit.endpoint_id,
         "department_id": visit.department_id,
-        "state": visit.state,
+        "state": api_state(visit),
         "scheduled_start": _iso(visit.scheduled_start),
         "scheduled_end": _iso(visit.scheduled_end),
+        "arrived_at": _iso(getattr(visit, "arrived_at", None)),
         "started_at": _iso(visit.started_at),
         "ended_at": _iso(visit.ended_at),
         "lobby_wait_seconds": visit.lobby_wait_seconds,
@@ -60,6 +64,8 @@ def emit_for_visit_event(*, event: VisitEvent, visit: Visit) -> None:
             data={
                 "visit": visit_data(visit),
                 "participant": {"id": event.participant_id, "role": event.role},
+                # The same event in the API's event feed (`since` cursor) and its own ID.
+                "event": {"id": event.event_id, "seq": getattr(event, "seq", None)},
                 "occurred_at": event.occurred_at.isoformat(),
             },
         )

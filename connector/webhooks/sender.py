@@ -26,6 +26,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
@@ -112,32 +113,35 @@ def webhook_deliver(*, delivery_pk: int) -> str:
     except DeliveryFailed as error:
         return _record_failure(delivery, error)
     done = timezone.now()
-    WebhookDelivery.objects.filter(pk=delivery.pk, state=DeliveryState.SENDING).update(
-        state=DeliveryState.DELIVERED, delivered_at=done, last_status=status, last_error=""
-    )
-    WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(
-        consecutive_failures=0, last_success_at=done
-    )
+    with transaction.atomic():  # one commit for the outcome
+        WebhookDelivery.objects.filter(pk=delivery.pk, state=DeliveryState.SENDING).update(
+            state=DeliveryState.DELIVERED, delivered_at=done, last_status=status, last_error=""
+        )
+        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(
+            consecutive_failures=0, last_success_at=done
+        )
     return DeliveryState.DELIVERED
 
 
 def _record_failure(delivery: WebhookDelivery, error: DeliveryFailed) -> str:
     now = timezone.now()
     endpoint_pk = delivery.endpoint_id
-    WebhookEndpoint.objects.filter(pk=endpoint_pk).update(
-        consecutive_failures=F("consecutive_failures") + 1,
-        total_failures=F("total_failures") + 1,
-        last_failure_at=now,
-    )
-    failures = (
-        WebhookEndpoint.objects.filter(pk=endpoint_pk).values_list("consecutive_failures", flat=True).first()
-    )
     next_at = now + backoff_for(delivery.attempts)
     give_up = error.refused_address or next_at > delivery.retry_until
     state = DeliveryState.FAILED if give_up else DeliveryState.PENDING
-    WebhookDelivery.objects.filter(pk=delivery.pk, state=DeliveryState.SENDING).update(
-        state=state, last_error=error.message[:2000], last_status=error.status, next_attempt_at=next_at
-    )
+    with transaction.atomic():  # one commit for the outcome
+        WebhookEndpoint.objects.filter(pk=endpoint_pk).update(
+            consecutive_failures=F("consecutive_failures") + 1,
+            total_failures=F("total_failures") + 1,
+            last_failure_at=now,
+        )
+        failures, last_success_at = WebhookEndpoint.objects.filter(pk=endpoint_pk).values_list(
+            "consecutive_failures", "last_success_at"
+        ).first() or (0, None)
+        WebhookDelivery.objects.filter(pk=delivery.pk, state=DeliveryState.SENDING).update(
+            state=state, last_error=error.message[:2000], last_status=error.status, next_attempt_at=next_at
+        )
+    # Disabling e-mails the administrators: after the commit, outside any transaction.
     logger.info(
         "webhook delivery %s attempt %s failed (status %s); %s",
         delivery.pk,
@@ -147,11 +151,12 @@ def _record_failure(delivery: WebhookDelivery, error: DeliveryFailed) -> str:
     )
     if error.refused_address:
         webhook_endpoint_disable(endpoint_pk=endpoint_pk, reason=error.message)
-    elif give_up and failures:
+    elif give_up and (last_success_at is None or last_success_at < delivery.created_at):
+        # Nothing got through since this delivery was made: the receiver is down, not one payload refused.
         webhook_endpoint_disable(
             endpoint_pk=endpoint_pk,
             reason=f"A delivery failed for {settings.WEBHOOK_RETRY_WINDOW_SECONDS // 3600} hours "
-            f"without a successful one in between. The last error: {error.message}",
+            f"and nothing was delivered since it was made. The last error: {error.message}",
         )
     elif failures and failures >= settings.WEBHOOK_DISABLE_AFTER_FAILURES:
         webhook_endpoint_disable(

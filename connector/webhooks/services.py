@@ -293,3 +293,12 @@ def webhook_deliveries_due() -> list[int]:
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:400]
     )
+
+
+def webhook_deliveries_purge(*, now: datetime | None = None) -> int:
+    """Forget finished deliveries after WEBHOOK_LOG_DAYS: the log is for troubleshooting, not an archive."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.WEBHOOK_LOG_DAYS)
+    deleted, _ = WebhookDelivery.objects.filter(
+        state__in=[DeliveryState.DELIVERED, DeliveryState.FAILED], created_at__lt=cutoff
+    ).delete()
+    return deleted

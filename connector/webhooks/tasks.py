@@ -12,3 +12,12 @@ def webhook_deliver(delivery: WebhookDelivery) -> str:
     from connector.webhooks.sender import webhook_deliver as deliver
 
     return deliver(delivery_pk=delivery.pk)
+
+
+def webhook_deliveries_purge() -> int:
+    """Scheduled daily: delivered and failed deliveries older than WEBHOOK_LOG_DAYS are deleted."""
+    from connector.webhooks.services import webhook_deliveries_purge as purge
+    from tenants.scoping import all_tenants
+
+    with all_tenants():
+        return purge()

@@ -22,18 +22,25 @@ from connector.visits.pages.console import (
     console,
     console_admit,
     console_end,
+    console_heartbeat,
     console_invite,
     console_invite_text,
     console_revoke,
     console_status,
     console_url_for,
 )
-from connector.visits.pages.demo_meeting import demo_meeting, demo_meeting_event, demo_meeting_status
+from connector.visits.pages.demo_meeting import (
+    demo_meeting,
+    demo_meeting_event,
+    demo_meeting_heartbeat,
+    demo_meeting_status,
+)
 from connector.visits.pages.join import (
     device_test,
     join,
     join_device_test_results,
     lobby,
+    lobby_heartbeat,
     lobby_status_json,
     ping,
 )
@@ -43,6 +50,7 @@ __all__ = [
     "console",
     "console_admit",
     "console_end",
+    "console_heartbeat",
     "console_invite",
     "console_invite_text",
     "console_revoke",
@@ -50,11 +58,13 @@ __all__ = [
     "console_url_for",
     "demo_meeting",
     "demo_meeting_event",
+    "demo_meeting_heartbeat",
     "demo_meeting_status",
     "device_test",
     "join",
     "join_device_test_results",
     "lobby",
+    "lobby_heartbeat",
     "lobby_status_json",
     "ping",
 ]

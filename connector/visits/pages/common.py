@@ -17,6 +17,7 @@ from connector.api.errors import error_body
 from connector.datetimes import format_day, format_when, zone_name
 from connector.models import GuestInvite, ParticipantRole, Visit
 from connector.services.participants import InvalidField, display_name_for
+from connector.services.presence import presence_sweep_visit
 from connector.services.visits import visit_presence
 from tenants.scoping import all_tenants, tenant_scope
 
@@ -143,7 +144,20 @@ def _labels_for(visit: Visit) -> dict[str, str]:
     }
 
 
+def _summary(connected: int, waiting: int) -> str:
+    people = "Nobody is connected" if not connected else f"{connected} connected"
+    if waiting:
+        people += f", {waiting} waiting in the lobby"
+    return people + "."
+
+
 def presence_for_display(visit: Visit) -> dict:
+    """Who is in the lobby and connected, with labels and a one-line summary made from the same lists.
+
+    Whoever's page went silent is marked as left first (services/presence.py), so what a
+    page shows is never older than the heartbeat's limit.
+    """
+    presence_sweep_visit(visit=visit)
     labels = _labels_for(visit)
     presence = visit_presence(visit=visit)
 
@@ -154,4 +168,5 @@ def presence_for_display(visit: Visit) -> dict:
     return {
         "in_lobby": [entry(item) for item in presence["in_lobby"]],
         "connected": [entry(item) for item in presence["connected"]],
+        "summary": _summary(len(presence["connected"]), len(presence["in_lobby"])),
     }

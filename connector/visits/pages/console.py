@@ -30,6 +30,7 @@ from connector.services.participants import (
     participant_admit,
     visit_end,
 )
+from connector.services.presence import HEARTBEAT_SECONDS, heartbeat_record, heartbeat_touch
 from connector.services.visits import join_token_make, join_url_for
 from connector.visits.pages.common import (
     POLL_SECONDS,
@@ -147,6 +148,7 @@ def console_panel(access: ConsoleAccess, title: str = "") -> dict:
         "presence": presence_for_display(access.visit),
         "visit_state_label": access.visit.get_state_display(),
         "poll_ms": POLL_SECONDS * 1000,
+        "heartbeat_url": access.path("visits:console-heartbeat"),
     }
 
 
@@ -185,6 +187,8 @@ def _console_page(
             "text_url": access.path("visits:console-invite-text"),
             "error": error,
             "notice": notice,
+            "heartbeat_url": access.path("visits:console-heartbeat"),
+            "heartbeat_ms": HEARTBEAT_SECONDS * 1000,
         },
         status=status,
     )
@@ -195,6 +199,7 @@ def _console_page(
 @xframe_options_exempt
 @_with_console()
 def console(request: HttpRequest, access: ConsoleAccess) -> HttpResponse:
+    heartbeat_touch(visit=access.visit, role=ParticipantRole.CLINICIAN, participant_id=access.participant_id)
     return _console_page(request, access)
 
 
@@ -211,6 +216,17 @@ def console_status(request: HttpRequest, access: ConsoleAccess) -> HttpResponse:
             }
         )
     )
+
+
+@csrf_exempt
+@methods("POST")
+@_with_console(as_json=True)
+def console_heartbeat(request: HttpRequest, access: ConsoleAccess) -> HttpResponse:
+    """The console is still open (every ~15 s): keeps the clinician present while any of their pages is."""
+    present = heartbeat_record(
+        visits=[access.visit], role=ParticipantRole.CLINICIAN, participant_id=access.participant_id
+    )
+    return no_store(JsonResponse({"present": present, "every_seconds": HEARTBEAT_SECONDS}))
 
 
 @csrf_exempt

@@ -29,6 +29,7 @@ from connector.services.participants import (
     display_name_for,
     guest_invite_usable,
 )
+from connector.services.presence import HEARTBEAT_SECONDS, heartbeat_record, heartbeat_touch
 from connector.visits.pages.common import (
     POLL_SECONDS,
     json_body,
@@ -154,6 +155,8 @@ def _demo_display_name(seat: DemoSeat) -> str:
 @_with_demo_seat(as_json=False)
 def demo_meeting(request: HttpRequest, seat: DemoSeat) -> HttpResponse:
     """A stand-in for a video call: camera preview, who is here, and (for clinicians) the lobby."""
+    for visit in seat.visits:
+        heartbeat_touch(visit=visit, role=seat.role, participant_id=seat.participant_id)
     panels = []
     if seat.role == ParticipantRole.CLINICIAN:
         for index, visit in enumerate(seat.visits, start=1):
@@ -181,6 +184,8 @@ def demo_meeting(request: HttpRequest, seat: DemoSeat) -> HttpResponse:
                 "panels": panels,
                 "group": len(seat.visits) > 1,
                 "poll_ms": POLL_SECONDS * 1000,
+                "heartbeat_url": reverse("visits:demo-meeting-heartbeat", kwargs={"meeting_id": meeting_id}),
+                "heartbeat_ms": HEARTBEAT_SECONDS * 1000,
             },
         )
     )
@@ -198,6 +203,22 @@ def demo_meeting_status(request: HttpRequest, seat: DemoSeat) -> HttpResponse:
         {**entry, "you": entry["participant_id"] == seat.participant_id} for entry in seen.values()
     ]
     return no_store(JsonResponse({"participants": participants}))
+
+
+@csrf_exempt
+@methods("POST")
+@_with_demo_seat(as_json=True)
+def demo_meeting_heartbeat(request: HttpRequest, seat: DemoSeat) -> HttpResponse:
+    """The meeting page is still open (every ~15 s): {participant_id, role, sig}.
+
+    `present: false` means the participant was marked as left for silence; the page joins again.
+    """
+    body = request.demo_body
+    unknown = sorted(str(key) for key in body if key not in {"participant_id", "role", "sig"})
+    if unknown:
+        return json_problem("invalid", f"{unknown[0]} is not a heartbeat field.", 400, field=unknown[0])
+    present = heartbeat_record(visits=seat.visits, role=seat.role, participant_id=seat.participant_id)
+    return no_store(JsonResponse({"present": present, "every_seconds": HEARTBEAT_SECONDS}))
 
 
 @csrf_exempt

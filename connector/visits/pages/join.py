@@ -31,6 +31,12 @@ from connector.services.participants import (
     lobby_enter,
     lobby_status,
 )
+from connector.services.presence import (
+    HEARTBEAT_SECONDS,
+    heartbeat_record,
+    heartbeat_touch,
+    presence_timeouts,
+)
 from connector.services.visits import JoinLinkError, join_token_read, join_url_for
 from connector.visits.pages.common import (
     POLL_SECONDS,
@@ -192,6 +198,7 @@ def join_device_test_results(request: HttpRequest, link: JoinLink) -> HttpRespon
 @_with_join_link()
 def lobby(request: HttpRequest, link: JoinLink) -> HttpResponse:
     lobby_enter(visit=link.visit, role=link.role, participant_id=link.participant_id)
+    heartbeat_touch(visit=link.visit, role=link.role, participant_id=link.participant_id)
     state = lobby_status(visit=link.visit, participant_id=link.participant_id)
     return no_store(
         render(
@@ -206,6 +213,8 @@ def lobby(request: HttpRequest, link: JoinLink) -> HttpResponse:
                 "status_url": reverse("visits:lobby-status", kwargs={"token": link.token}),
                 "device_test_url": reverse("visits:join", kwargs={"token": link.token}),
                 "poll_ms": POLL_SECONDS * 1000,
+                "heartbeat_url": reverse("visits:lobby-heartbeat", kwargs={"token": link.token}),
+                "heartbeat_ms": HEARTBEAT_SECONDS * 1000,
             },
         )
     )
@@ -235,6 +244,23 @@ def lobby_status_json(request: HttpRequest, link: JoinLink) -> HttpResponse:
                 "You have been let in, but the video meeting is not reachable yet. Trying again…"
             )
     return no_store(JsonResponse(body))
+
+
+@csrf_exempt
+@methods("POST")
+@_with_join_link(as_json=True)
+def lobby_heartbeat(request: HttpRequest, link: JoinLink) -> HttpResponse:
+    """The lobby page is still open (every ~15 s). A waiter marked as left for silence enters again."""
+    present = heartbeat_record(visits=[link.visit], role=link.role, participant_id=link.participant_id)
+    if not present and lobby_status(visit=link.visit, participant_id=link.participant_id) != LOBBY_ADMITTED:
+        lobby_enter(
+            visit=link.visit,
+            role=link.role,
+            participant_id=link.participant_id,
+            attempt=presence_timeouts(visit=link.visit, participant_id=link.participant_id),
+        )
+        present = True
+    return no_store(JsonResponse({"present": present, "every_seconds": HEARTBEAT_SECONDS}))
 
 
 # --- stand-alone device test and the connection check -----------------------------------------
