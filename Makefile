@@ -12,9 +12,10 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 
-# run_demo writes a .env with keys generated for this machine on its first run.
+# run_demo writes var/demo.env with keys generated for this machine on its first run
+# (never .env; the tests read neither). PORT=8001 make demo serves on another port.
 demo: install
-	$(PY) manage.py run_demo
+	$(PY) manage.py run_demo --port $(or $(PORT),8000)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -95,6 +95,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 ENV = {
     **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"}},
     "DJANGO_SETTINGS_MODULE": "connector.settings",
+    "ENV_FILE": "",  # configured here alone, never by a .env or the demo's var/demo.env
     "DEBUG": "true",  # the sandbox EHR is refused in production mode; everything else runs as in production
     "SECRET_KEY": secrets.token_urlsafe(64),
     "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),

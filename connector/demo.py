@@ -5,7 +5,12 @@ from __future__ import annotations
 from django.conf import settings
 
 from connector.models import EndpointStatus, Environment, FhirEndpoint
-from connector.services.endpoints import ehr_approvers_set, endpoint_create, endpoint_request_validation
+from connector.services.endpoints import (
+    ehr_approvers_set,
+    endpoint_create,
+    endpoint_request_validation,
+    endpoint_update,
+)
 from tenants.models import EhrVendor, Tenant
 from tenants.scoping import all_tenants, tenant_scope
 
@@ -20,6 +25,21 @@ def sandbox_base_url(flavor: str) -> str:
     return f"{settings.PUBLIC_BASE_URL}/sandbox-ehr/fhir/{flavor}"
 
 
+def demo_endpoint(tenant: Tenant) -> FhirEndpoint | None:
+    """The demo's own endpoint of a demo organization: the first one on its sandbox EHR path.
+
+    Found by path, not by full address, so running the demo on another port (`--port`)
+    finds the same endpoint; endpoints people add in the portal are never the demo's.
+    """
+    flavor = DEMO_TENANT_IDS[tenant.microsoft_tenant_id][0]
+    with tenant_scope(tenant):
+        return (
+            FhirEndpoint.objects.filter(tenant=tenant, base_url__endswith=f"/sandbox-ehr/fhir/{flavor}")
+            .order_by("pk")
+            .first()
+        )
+
+
 def configure_demo_endpoints() -> list[FhirEndpoint]:
     """Give each demo organization a test endpoint on the sandbox (idempotent)."""
     endpoints = []
@@ -27,8 +47,8 @@ def configure_demo_endpoints() -> list[FhirEndpoint]:
         tenants = list(Tenant.objects.filter(microsoft_tenant_id__in=DEMO_TENANT_IDS))
     for tenant in tenants:
         flavor, time_zone, label = DEMO_TENANT_IDS[tenant.microsoft_tenant_id]
+        endpoint = demo_endpoint(tenant)
         with tenant_scope(tenant):
-            endpoint = FhirEndpoint.objects.filter(base_url=sandbox_base_url(flavor)).first()
             if endpoint is None:
                 endpoint = endpoint_create(
                     tenant=tenant,
@@ -37,6 +57,9 @@ def configure_demo_endpoints() -> list[FhirEndpoint]:
                     label=label,
                     time_zone=time_zone,
                 )
+            elif endpoint.base_url != sandbox_base_url(flavor) and endpoint.status != EndpointStatus.DISABLED:
+                # The demo now runs on another port: its sandbox EHR moved with it.
+                endpoint = endpoint_update(endpoint=endpoint, base_url=sandbox_base_url(flavor))
             if tenant.ehr_vendor == EhrVendor.EPIC:
                 ehr_approvers_set(tenant=tenant, usernames=["ANALYST1"])
             endpoints.append(endpoint)

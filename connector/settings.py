@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,34 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _env_file() -> Path | None:
+    """The settings file to read, if any; variables already in the environment always win.
+
+    `ENV_FILE` names it explicitly (`run_demo` points it at `var/demo.env`; empty or
+    `/dev/null` reads none). A test run (pytest sets `PYTEST_VERSION`) reads none, so a
+    developer's `.env` or the demo's settings never change what the tests see. Otherwise
+    `.env`, or the demo's `var/demo.env` when there is no `.env`, so commands typed next
+    to a running demo (`manage.py send_demo_siu`) share its keys.
+    """
+    explicit = os.environ.get("ENV_FILE")
+    if explicit is not None:
+        return Path(explicit) if explicit.strip() else None
+    if os.environ.get("PYTEST_VERSION"):
+        return None
+    for candidate in (BASE_DIR / ".env", VAR_DIR / "demo.env"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+ENV_FILE = _env_file()
+_environment_before = set(os.environ)
+if ENV_FILE is not None:
+    environ.Env.read_env(ENV_FILE, overwrite=False)
+# Names this process took from ENV_FILE rather than its real environment (run_demo drops them).
+ENV_FROM_FILE: frozenset[str] = frozenset(set(os.environ) - _environment_before)
 
 DEBUG: bool = env.bool("DEBUG", default=True)
 DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
@@ -346,6 +374,8 @@ SOCIAL_AUTH_PIPELINE = (
 )
 
 LANGUAGE_CODE = "en-us"
+# The product's one date and time format, also where Django formats by itself (the admin).
+FORMAT_MODULE_PATH = ["connector.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

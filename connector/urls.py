@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth.views import LogoutView
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.utils.functional import lazy
+from django.views.generic import RedirectView
 
 from connector import health
 from connector.api.errors import json_not_found
@@ -13,6 +15,8 @@ from sms.links import short_join
 from tenants import internal_api
 from tenants.admin_regions import region_admin_header, region_directory_page
 from tenants.sign_in_defences import StaffSignInForm
+
+lazy_static = lazy(static, str)
 
 # Lazy, so that every admin page names the region this deployment serves (read at render time).
 admin.site.site_header = lazy(region_admin_header, str)()
@@ -33,6 +37,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the admin, JSON): no 404.
+    path("favicon.ico", RedirectView.as_view(url=lazy_static("connector/favicon.svg"), permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path(".well-known/jwks.json", jwks, name="jwks"),

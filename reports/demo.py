@@ -21,7 +21,6 @@ from django.utils.crypto import get_random_string
 from connector.models import (
     EventKind,
     EventSource,
-    FhirEndpoint,
     ParticipantRole,
     Visit,
     VisitEvent,
@@ -99,15 +98,14 @@ def demo_activity_generate(
     *, days: int = 30, seed: int = 7, now: datetime | None = None
 ) -> DemoActivityResult:
     """Visits, visit events, appointments and texts for the last `days` local days, then their roll-ups."""
-    from connector.demo import DEMO_TENANT_IDS, configure_demo_endpoints
+    from connector.demo import DEMO_TENANT_IDS, configure_demo_endpoints, demo_endpoint
 
     now = now or timezone.now()
     with all_tenants():
         tenants = list(Tenant.objects.filter(microsoft_tenant_id__in=DEMO_TENANT_IDS).order_by("name"))
-        missing = [t for t in tenants if not FhirEndpoint.objects.filter(tenant=t).exists()]
     if not tenants:
         raise LookupError("No demo organizations: run `manage.py seed_demo` first.")
-    if missing:
+    if any(demo_endpoint(t) is None for t in tenants):
         configure_demo_endpoints()
     result = DemoActivityResult()
     clinicians = _clinicians(8)
@@ -116,7 +114,8 @@ def demo_activity_generate(
         rng = random.Random(f"{seed}:{tenant.microsoft_tenant_id}")  # noqa: S311 - demo data, not secrets
         with tenant_scope(tenant), transaction.atomic():
             zones = zones_for_tenant()
-            endpoints = list(FhirEndpoint.objects.filter(tenant=tenant).order_by("pk"))
+            # Only the demo's own endpoint: endpoints people add while trying the demo stay empty.
+            endpoints = [demo_endpoint(tenant)]
             number = _sending_number(tenant)
             yesterday = local_today(zones, now) - timedelta(days=1)
             first = yesterday - timedelta(days=days - 1)
@@ -350,6 +349,16 @@ def _inbound_replies(rng, tenant, number, made, appointments, now) -> list[Outbo
                     _message(tenant, number, kind, key, when, rng, last_four=appointment.phone_last_four)
                 )
     return replies
+
+
+def demo_activity_exists() -> bool:
+    """Whether the demo organizations already have generated activity (a restart adds none)."""
+    from connector.demo import DEMO_TENANT_IDS
+
+    with all_tenants():
+        return Visit.objects.filter(
+            tenant__microsoft_tenant_id__in=DEMO_TENANT_IDS, appointment_id__startswith="DEMO-"
+        ).exists()
 
 
 def demo_activity_remove() -> int:

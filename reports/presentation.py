@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, QueryDict, StreamingHttpResponse
 
+from connector.datetimes import format_when
 from reports.base import PRESETS, Report, csv_lines
 from reports.selectors import department_suggestions
 from tenants.models import Tenant
@@ -25,9 +26,10 @@ def display_value(value: Any, kind: str) -> str:
     if kind == "bool":
         return "Yes" if value else "No"
     if kind == "datetime" and isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M %Z").strip()
+        # The product's one format, in the zone the report gave the value (the clinic's), named.
+        return format_when(value, value.tzinfo)
     if kind == "date" and isinstance(value, date):
-        return value.strftime("%a %Y-%m-%d")
+        return format_when(value)
     if kind == "percent":
         return f"{value * 100:.1f}%"
     if kind == "decimal":

@@ -202,6 +202,10 @@ class ApiTokenAdmin(SimpleHistoryAdmin):
     list_select_related = ["tenant", "created_by"]
     readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
     autocomplete_fields = ["tenant"]
+
+    class Media:
+        js = ["js/copy-buttons.js"]  # the Copy button of a new token's one-time message
+
     actions = ["revoke"]
 
     def get_fields(self, request, obj=None):
@@ -226,7 +230,12 @@ class ApiTokenAdmin(SimpleHistoryAdmin):
         obj.refresh_from_db()
         self.message_user(
             request,
-            f"Token created. Copy it now, it is not shown again: {issued.raw}",
+            format_html(
+                "Token created. Copy it now, it is not shown again: <code>{}</code> "
+                '<button type="button" class="copy" data-copy="{}">Copy</button>',
+                issued.raw,
+                issued.raw,
+            ),
             messages.WARNING,
         )
 

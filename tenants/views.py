@@ -25,7 +25,7 @@ from tenants import services
 from tenants.auth_pipeline import REFUSAL_SESSION_KEY
 from tenants.forms import AccessRequestForm, ApiTokenForm, MemberInviteForm, MemberRoleForm
 from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
-from tenants.models import AccessRequest, ApiToken, Membership, MembershipInvite, Role
+from tenants.models import AccessRequest, AccessRequestState, ApiToken, Membership, MembershipInvite, Role
 from tenants.regions import layout, region_label
 from tenants.scoping import all_tenants
 from tenants.selectors import demo_memberships
@@ -98,7 +98,14 @@ def demo_sign_in(request: HttpRequest) -> HttpResponse:
         messages.error(request, lockout_message(request))
         return redirect("tenants:sign-in")
     user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if user is None or not username.startswith(DEMO_USERNAME_PREFIX):
+    # Or the person whose account-less demo access request was approved (they hold its status link).
+    approved = AccessRequest.objects.filter(
+        status_token=request.POST.get("access_request", "") or None, state=AccessRequestState.APPROVED
+    ).first()
+    approved_here = (
+        user is not None and approved is not None and _made_for_an_account_less_request(approved, user)
+    )
+    if user is None or not (username.startswith(DEMO_USERNAME_PREFIX) or approved_here):
         demo_sign_in_failed(request, username)
         messages.error(request, "That is not one of the demo users.")
         return redirect("tenants:sign-in")
@@ -140,9 +147,12 @@ def access_request_new(request: HttpRequest) -> HttpResponse:
     """The "request access" step: open to a signed-in user or to someone whose
     Microsoft sign-in was just refused (their verified identity is in the session)."""
     refusal = request.session.get(REFUSAL_SESSION_KEY) or {}
-    if not request.user.is_authenticated and not refusal.get("email"):
-        messages.info(request, "Sign in with your Microsoft work account first; we then know who asks.")
-        return redirect("tenants:sign-in")
+    # Demo mode has no Microsoft sign-in: a person without an account types who they are.
+    account_less = not request.user.is_authenticated and not refusal.get("email") and settings.DEMO_SIGN_IN
+    if not request.user.is_authenticated and not refusal.get("email") and not account_less:
+        # Production: Microsoft sign-in first. This page says so (never a redirect that loops
+        # back here); an unknown organization's sign-in then comes back to this form.
+        return render(request, "tenants/access_request_sign_in_first.html", {"next": request.path})
     initial = {
         "microsoft_tenant_id": refusal.get("tid", ""),
         "organization_name": refusal.get("organization", ""),
@@ -162,7 +172,9 @@ def access_request_new(request: HttpRequest) -> HttpResponse:
                     "url": regions.base_url(data["data_region"]) + reverse("tenants:access-request"),
                 },
             )
-        if request.user.is_authenticated:
+        if account_less:
+            requester = {"requested_by": None, "requester_email": data["requester_email"]}
+        elif request.user.is_authenticated:
             requester = {
                 "requested_by": request.user,
                 "requester_email": request.user.email or data["requester_email"],
@@ -195,13 +207,33 @@ def access_request_new(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "tenants/access_request_form.html",
-        {"form": form, "tenant_id_locked": bool(refusal.get("tid"))},
+        {"form": form, "tenant_id_locked": bool(refusal.get("tid")), "account_less": account_less},
+    )
+
+
+def _made_for_an_account_less_request(access_request: AccessRequest, user) -> bool:
+    """The account approval made for a demo request sent without an account (no Microsoft identity)."""
+    return (
+        access_request.state == AccessRequestState.APPROVED
+        and access_request.requested_by_id == user.pk
+        and not access_request.requester_subject
+        and user.get_username() == access_request.requester_email.lower()
+        and not user.social_auth.exists()
     )
 
 
 def access_request_status(request: HttpRequest, status_token: str) -> HttpResponse:
     access_request = get_object_or_404(AccessRequest, status_token=status_token)
-    return render(request, "tenants/access_request_status.html", {"access_request": access_request})
+    demo_requester_sign_in = (
+        settings.DEMO_SIGN_IN
+        and access_request.requested_by is not None
+        and _made_for_an_account_less_request(access_request, access_request.requested_by)
+    )
+    return render(
+        request,
+        "tenants/access_request_status.html",
+        {"access_request": access_request, "demo_requester_sign_in": demo_requester_sign_in},
+    )
 
 
 @login_required

@@ -457,13 +457,64 @@ def test_the_form_says_what_is_wrong_with_a_bad_tenant_id(client, requester):
     assert AccessRequest.objects.count() == 0
 
 
-def test_an_anonymous_visitor_is_sent_to_sign_in_first(client, db):
+@pytest.mark.parametrize("entra", [True, False])
+def test_in_production_an_anonymous_visitor_is_told_to_sign_in_with_microsoft_first(
+    client, db, settings, entra
+):
+    settings.DEMO_SIGN_IN = False
+    settings.ENTRA_CONFIGURED = entra
+
     response = client.get("/access-request/")
 
-    assert response.status_code == 302
-    assert response["Location"] == "/sign-in/"
-    assert client.post("/access-request/", FORM)["Location"] == "/sign-in/"
+    # A page that explains, not a redirect back to the sign-in page that links here (a loop).
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "first sign in with your Microsoft work account" in page
+    assert ('id="sign-in-microsoft"' in page) is entra
+    assert ('id="entra-missing"' in page) is not entra
+    assert 'href="/access-request/"' not in page
+    assert (
+        client.post("/access-request/", {**FORM, "requester_email": "x@newclinic.example"}).status_code == 200
+    )
     assert AccessRequest.objects.count() == 0
+
+
+def test_in_demo_mode_a_person_without_an_account_requests_access_and_signs_in_once_approved(
+    client, db, settings, staff_user
+):
+    settings.DEMO_SIGN_IN = True
+    page = client.get("/access-request/").content.decode()
+    assert 'id="access-request-demo"' in page
+    assert "In production you sign in with your Microsoft work" in page
+    assert 'name="requester_email"' in page
+
+    missing = client.post("/access-request/", FORM)
+    assert "Give an email address we can answer to." in missing.content.decode()
+    response = client.post("/access-request/", {**FORM, "requester_email": "Nia@NewClinic.example"})
+
+    access_request = AccessRequest.objects.get()
+    assert response["Location"] == f"/access-request/{access_request.status_token}/"
+    assert (access_request.requested_by, access_request.requester_email) == (None, "Nia@NewClinic.example")
+
+    tenant = services.access_request_approve(access_request=access_request, reviewed_by=staff_user)
+    status_page = client.get(response["Location"]).content.decode()
+    assert 'id="demo-requester-sign-in"' in status_page
+
+    # Their account can be signed in only with the status link's token, and only in demo mode.
+    username = "nia@newclinic.example"
+    refused = client.post("/sign-in/demo/", {"username": username, "access_request": "wrong"}, follow=True)
+    assert "That is not one of the demo users." in refused.content.decode()
+    signed = client.post(
+        "/sign-in/demo/", {"username": username, "access_request": access_request.status_token}
+    )
+    assert signed["Location"] == "/portal/"
+    assert _admins_of(tenant) == [username]
+    assert client.get("/portal/").status_code == 200
+
+    settings.DEMO_SIGN_IN = False
+    client.logout()
+    off = client.post("/sign-in/demo/", {"username": username, "access_request": access_request.status_token})
+    assert off.status_code == 404
 
 
 def test_someone_whose_sign_in_was_refused_gets_the_form_with_their_tenant_id_locked(client, db):
@@ -579,4 +630,6 @@ def test_an_api_token_cannot_make_or_read_access_requests(org_a, token_client, r
 
     for refused in (listed, response):
         assert refused.status_code == 403
-        assert refused.json()["error"]["message"] == "This endpoint is for a signed-in person, not an API token."
+        assert (
+            refused.json()["error"]["message"] == "This endpoint is for a signed-in person, not an API token."
+        )

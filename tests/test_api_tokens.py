@@ -14,7 +14,12 @@ from tenants.scoping import all_tenants, tenant_scope
 from tests.conftest import ORG_A_TID, microsoft_user, signed_in
 
 BASE = f"/api/v1/tenants/{ORG_A_TID}"
-NEW_ENDPOINT = {"base_url": "https://fhir.example.org/R4/", "environment": "test", "label": "Main", "time_zone": "UTC"}
+NEW_ENDPOINT = {
+    "base_url": "https://fhir.example.org/R4/",
+    "environment": "test",
+    "label": "Main",
+    "time_zone": "UTC",
+}
 
 
 @pytest.fixture
@@ -161,11 +166,14 @@ def test_support_staff_create_a_token_in_the_admin_and_see_it_once(client, org_a
     )
 
     page = response.content.decode()
-    assert "Token created. Copy it now, it is not shown again: ehc_" in page
+    assert "Token created. Copy it now, it is not shown again: <code>ehc_" in page
+    raw = page.split("not shown again: <code>")[1].split("<")[0].strip()
+    assert f'<button type="button" class="copy" data-copy="{raw}">Copy</button>' in page
+    assert "/static/js/copy-buttons.js" in page  # the button works on the page that shows it
     with all_tenants():
         token = ApiToken.objects.get()
     assert token.created_by == staff_user
-    assert not _raw_is_stored_anywhere(page.split("not shown again: ")[1].split("<")[0].strip())
+    assert not _raw_is_stored_anywhere(raw)
 
 
 # --- using them -------------------------------------------------------------------------------
@@ -205,7 +213,9 @@ def test_no_token_may_change_who_administers_the_organization(org_a, admin_a, to
     get_user_model().objects.create_user(username="wanda")
     client = token_client(org_a, "read_write")
 
-    response = client.post(f"{BASE}/memberships/", {"username": "wanda", "role": "administrator"}, format="json")
+    response = client.post(
+        f"{BASE}/memberships/", {"username": "wanda", "role": "administrator"}, format="json"
+    )
 
     assert response.status_code == 403
     assert "sign in as an administrator" in response.json()["error"]["message"]

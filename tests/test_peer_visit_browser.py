@@ -112,7 +112,7 @@ def test_a_visit_from_the_peers_ehr_launch_to_the_write_back_on_its_fhir_server(
 
     # --- The lobby, with appt1's time in the clinic's time zone; the clinician admits.
     patient.wait_for_url(f"{origin}{join_path}lobby/")
-    expect(patient.locator("#lobby-scheduled")).to_contain_text("Tuesday 15 January 2030, 04:00–04:30")
+    expect(patient.locator("#lobby-scheduled")).to_contain_text("15 Jan 2030, 04:00–04:30 CST")
     expect(patient.locator("#lobby-state")).to_have_attribute("data-state", "waiting_for_admission")
     waiting = clinician.locator('#meeting-console [data-list="in_lobby"] li', has_text="Patient")
     waiting.get_by_role("button", name="Admit").click()

@@ -34,6 +34,8 @@ def production_env(tmp_path) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "connector.settings",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # Configured by the environment alone: a developer's .env must not fill the gaps.
+            "ENV_FILE": "",
             "DEBUG": "false",
             "SECRET_KEY": GOOD_SECRET_KEY,
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),

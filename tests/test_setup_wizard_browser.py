@@ -196,7 +196,7 @@ def test_an_epic_organization_configures_gets_approval_and_reviews_its_records(
     history = analyst.locator("#approval-history tbody tr")
     expect(history).to_have_count(1)
     expect(history.locator("td")).to_have_text(
-        [re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"), re.compile("Main campus"), "Approved",
+        [re.compile(r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d [A-Z0-9+-]+"), re.compile("Main campus"), "Approved",
          re.compile("^ANALYST1.*matched by EHR username"), approver.username, "Checked against the sandbox"]
     )  # fmt: skip
     expect(analyst.locator("nav.wizard li.current .tick")).to_have_count(1)  # Approve is done

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import Browser, Page, expect
 
+from connector.datetimes import format_when
 from connector.models import EndpointStatus, FhirEndpoint
 from connector.services.endpoints import endpoint_create
 from sms.backends import locmem
@@ -140,7 +141,7 @@ def test_an_administrator_sets_up_sms_step_by_step(origin, new_page, org_a, endp
     consent.get_by_label("patients agreed to receive text messages").check()
     consent.get_by_role("button", name="Save consent").click()
     expect(messages(page)).to_contain_text("Your consent choices were saved.")
-    when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
+    when = r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d [A-Z0-9+-]+"  # the product's one format, zone named
     expect(consent).to_contain_text(re.compile(rf"Texting on your behalf confirmed by {ADMIN} on {when}\."))
     expect(consent).to_contain_text(re.compile(rf"Patients' consent confirmed by {ADMIN} on {when}\."))
     expect(consent.get_by_label("lets the connector send text messages")).to_be_checked()
@@ -329,7 +330,7 @@ def test_an_administrator_sets_up_sms_step_by_step(origin, new_page, org_a, endp
     cert_row = page.locator("#sms-certificates tbody tr")
     expect(cert_row).to_have_count(1)
     expect(cert_row.locator("td")).to_have_text(
-        ["Test", thumbprint, "RSA 2048", certificate.not_valid_after_utc.strftime("%Y-%m-%d")]
+        ["Test", thumbprint, "RSA 2048", format_when(certificate.not_valid_after_utc, day_only=True)]
     )
     expect(cert_row.locator(".badge.warn")).to_have_count(0)
 

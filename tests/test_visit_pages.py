@@ -282,7 +282,7 @@ def test_the_lobby_shows_the_scheduled_time_in_the_endpoints_time_zone(client, o
         page = client.get(join_path(patient_token(visit), "visits:lobby")).content.decode()
 
     # Start (and end, when known) in the clinic's time zone.
-    assert re.search(r"Tuesday 4 March 2031, 14:30(–\d\d:\d\d)? \(Europe/Paris\)", page)
+    assert re.search(r"4 Mar 2031, 14:30(–\d\d:\d\d)? CET", page)
     assert "Scheduled" in page
 
 

@@ -45,7 +45,7 @@ class SchemaView(SpectacularAPIView):
 
 class SwaggerView(SpectacularSwaggerSplitView):
     permission_classes = [ApiDocsAccess]
-    template_name = "connector/api_docs.html"
+    template_name = "api/swagger_ui.html"  # drf-spectacular's page without its inline style
 
     def handle_exception(self, exc):
         """A page, not JSON: someone not signed in goes to the sign-in page and comes back here;

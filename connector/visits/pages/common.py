@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import render
-from django.utils import dateformat, timezone
+from django.utils import timezone
 
 from connector.api.errors import error_body
+from connector.datetimes import format_day, format_when, zone_name
 from connector.models import GuestInvite, ParticipantRole, Visit
 from connector.services.participants import InvalidField, display_name_for
 from connector.services.presence import presence_sweep_visit
@@ -122,13 +123,16 @@ def scheduled_display(visit: Visit, *, for_clinician: bool = False) -> str:
         )
     if not visit.scheduled_start:
         return label
+    # The product's one format (connector/datetimes.py), in the department's zone, named.
     zone = visit_zone(visit)
     local = timezone.localtime(visit.scheduled_start, zone)
-    text = dateformat.format(local, "l j F Y, H:i")
+    text = format_when(local, zone)
     if visit.scheduled_end and visit.scheduled_end > visit.scheduled_start:
         end = timezone.localtime(visit.scheduled_end, zone)
-        text += f"–{dateformat.format(end, 'H:i' if end.date() == local.date() else 'l j F Y, H:i')}"
-    text = f"{text} ({zone.key})"
+        if end.date() == local.date():
+            text = f"{format_day(local.date())}, {local:%H:%M}–{end:%H:%M} {zone_name(end)}"
+        else:
+            text = f"{text} – {format_when(end, zone)}"
     return f"{text} · {label}" if label else text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from reports.demo import demo_activity_generate, demo_activity_remove
+from reports.demo import demo_activity_exists, demo_activity_generate, demo_activity_remove
 
 
 class Command(BaseCommand):
@@ -20,6 +20,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=7, help="Same seed, same activity.")
         parser.add_argument("--reset", action="store_true", help="Remove earlier demo activity first.")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="Add nothing when the demo organizations already have activity (run_demo's restarts).",
+        )
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
@@ -28,6 +33,9 @@ class Command(BaseCommand):
             raise CommandError("--days must be between 1 and 400.")
         if options["reset"]:
             self.stdout.write(f"Removed {demo_activity_remove()} earlier demo row(s).")
+        if options["once"] and not options["reset"] and demo_activity_exists():
+            self.stdout.write("Demo activity exists already; nothing added.")
+            return
         try:
             result = demo_activity_generate(days=options["days"], seed=options["seed"])
         except LookupError as error:
