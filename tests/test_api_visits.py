@@ -401,6 +401,23 @@ def test_live_status_shows_who_waits_in_which_lobby_and_answers_304_without_reco
 # --- actions --------------------------------------------------------------------------------------
 
 
+def test_a_lobby_waiter_marked_as_left_is_no_longer_waiting_on_the_wall_board(org_a, token_client):
+    visit = make_visit(org_a, "L-GONE")
+    record(visit, EventKind.LOBBY_ENTERED, ParticipantRole.PATIENT, "p-gone")
+    # Their page went silent (connector/services/presence.py): a departure from the lobby.
+    record(
+        visit,
+        EventKind.LEFT,
+        ParticipantRole.PATIENT,
+        "p-gone",
+        1,
+        data={"reason": "heartbeat_stopped", "from": "lobby"},
+    )
+    body = token_client(org_a).get(f"{A}/live-status/").json()
+    assert body["waiting"] == 0
+    assert all(not entry["in_lobby"] for entry in body["visits"])
+
+
 def test_a_read_write_token_admits_a_waiting_patient_and_a_read_only_token_may_not(org_a, token_client):
     visit = make_visit(org_a, "ADM")
     record(visit, EventKind.LOBBY_ENTERED, ParticipantRole.PATIENT, "p-1")
