@@ -499,6 +499,21 @@ def test_guest_links_are_created_listed_and_revoked_within_the_limit(org_a, toke
     )  # the revoked one freed a place
 
 
+def test_no_guest_link_for_a_visit_that_has_ended(org_a, token_client, client):
+    visit = make_visit(org_a, "GL-OVER")
+    with tenant_scope(org_a):
+        Visit.objects.filter(pk=visit.pk).update(started_at=NOW, ended_at=NOW + timedelta(minutes=20))
+    refused = error_of(
+        token_client(org_a, "read_write").post(
+            f"{A}/visits/{visit.public_id}/guest-links/", {"kind": "family"}, format="json"
+        ),
+        409,
+    )
+    assert "has ended" in refused["message"]
+    with tenant_scope(org_a):
+        assert not visit.invites.exists()
+
+
 # --- idempotency and rate limits ------------------------------------------------------------------
 
 
