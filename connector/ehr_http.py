@@ -647,7 +647,7 @@ def _transport_error(exc: BaseException, host: str, deadline: _Deadline) -> EhrH
         return EhrHttpError(
             "timeout",
             f"The server at {host} did not accept a connection within {seconds}: "
-            "check the URL and that it is reachable from the internet.",
+            f"check the URL and that {_reachable_from_here(host)}.",
             permanent=False,
         )
     if deadline.passed() or isinstance(exc, requests.exceptions.Timeout):
@@ -679,9 +679,17 @@ def _transport_error(exc: BaseException, host: str, deadline: _Deadline) -> EhrH
     return EhrHttpError(
         "unreachable",
         f"The server at {host} could not be reached: "
-        "check the URL and that it is reachable from the internet.",
+        f"check the URL and that {_reachable_from_here(host)}.",
         permanent=False,
     )
+
+
+def _reachable_from_here(host: str) -> str:
+    """What to check: a loopback address is this machine, where the EHR's server must be running."""
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if loopback:
+        return "a server is listening there on this machine (is it running, on that port?)"
+    return "it is reachable from the internet"
 
 
 def _seconds(value: float) -> str:

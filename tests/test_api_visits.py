@@ -401,6 +401,23 @@ def test_live_status_shows_who_waits_in_which_lobby_and_answers_304_without_reco
 # --- actions --------------------------------------------------------------------------------------
 
 
+def test_a_lobby_waiter_marked_as_left_is_no_longer_waiting_on_the_wall_board(org_a, token_client):
+    visit = make_visit(org_a, "L-GONE")
+    record(visit, EventKind.LOBBY_ENTERED, ParticipantRole.PATIENT, "p-gone")
+    # Their page went silent (connector/services/presence.py): a departure from the lobby.
+    record(
+        visit,
+        EventKind.LEFT,
+        ParticipantRole.PATIENT,
+        "p-gone",
+        1,
+        data={"reason": "heartbeat_stopped", "from": "lobby"},
+    )
+    body = token_client(org_a).get(f"{A}/live-status/").json()
+    assert body["waiting"] == 0
+    assert all(not entry["in_lobby"] for entry in body["visits"])
+
+
 def test_a_read_write_token_admits_a_waiting_patient_and_a_read_only_token_may_not(org_a, token_client):
     visit = make_visit(org_a, "ADM")
     record(visit, EventKind.LOBBY_ENTERED, ParticipantRole.PATIENT, "p-1")
@@ -480,6 +497,21 @@ def test_guest_links_are_created_listed_and_revoked_within_the_limit(org_a, toke
     assert (
         client.post(path, {"kind": "family"}, format="json").status_code == 201
     )  # the revoked one freed a place
+
+
+def test_no_guest_link_for_a_visit_that_has_ended(org_a, token_client, client):
+    visit = make_visit(org_a, "GL-OVER")
+    with tenant_scope(org_a):
+        Visit.objects.filter(pk=visit.pk).update(started_at=NOW, ended_at=NOW + timedelta(minutes=20))
+    refused = error_of(
+        token_client(org_a, "read_write").post(
+            f"{A}/visits/{visit.public_id}/guest-links/", {"kind": "family"}, format="json"
+        ),
+        409,
+    )
+    assert "has ended" in refused["message"]
+    with tenant_scope(org_a):
+        assert not visit.invites.exists()
 
 
 # --- idempotency and rate limits ------------------------------------------------------------------

@@ -546,9 +546,18 @@ def test_a_closed_port_is_unreachable(local_allowed):
 
     assert error.code == "unreachable"
     assert not error.permanent
+    # A loopback address is this machine: "from the internet" would send people looking in the wrong place.
     assert error.message == (
-        "The server at 127.0.0.1 could not be reached: check the URL and that it is reachable from the internet."
+        "The server at 127.0.0.1 could not be reached: check the URL and that a server is listening there "
+        "on this machine (is it running, on that port?)."
     )
+
+
+def test_an_unreachable_public_server_must_be_reachable_from_the_internet():
+    from connector.ehr_http import _reachable_from_here
+
+    assert _reachable_from_here("fhir.example.org") == "it is reachable from the internet"
+    assert _reachable_from_here("localhost").startswith("a server is listening there")
 
 
 # --- What comes back ---------------------------------------------------------------------------

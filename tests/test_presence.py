@@ -132,6 +132,35 @@ def test_a_participant_whose_heartbeat_comes_back_joins_again(client, demo_visit
     assert reply.json()["present"] is False  # heartbeat.js then sends a new "joined"
 
 
+def test_after_the_visit_is_ended_the_meeting_pages_are_told_so_and_do_not_join_again(client, demo_visit):
+    from connector.services.participants import visit_end
+
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        both_in_the_meeting(client, demo_visit)
+        clock.shift(timedelta(seconds=10))
+        with tenant_scope(demo_visit.tenant):
+            assert visit_end(visit=demo_visit) == 2
+        clock.shift(timedelta(seconds=5))
+        replies = [
+            beat(client, demo_visit, role, pid).json()
+            for role, pid in (("patient", PATIENT_ID), ("clinician", CLINICIAN_ID))
+        ]
+    # heartbeat.js stops on `ended` instead of sending a new "joined" (which would restart the visit).
+    assert [(reply["present"], reply["ended"]) for reply in replies] == [(False, True), (False, True)]
+    demo_visit.refresh_from_db()
+    assert demo_visit.state == VisitState.COMPLETED
+
+
+def test_a_silenced_participant_is_not_told_the_visit_ended(client, demo_visit):
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        both_in_the_meeting(client, demo_visit)
+        clock.shift(timedelta(seconds=50))
+        beat(client, demo_visit, "clinician", CLINICIAN_ID)
+        clock.shift(timedelta(seconds=5))
+        reply = beat(client, demo_visit, "patient", PATIENT_ID).json()
+    assert (reply["present"], reply["ended"]) == (False, False)
+
+
 def test_a_lobby_waiter_who_goes_silent_leaves_the_lobby_and_returns_on_the_next_heartbeat(
     client, demo_visit
 ):

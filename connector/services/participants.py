@@ -61,11 +61,16 @@ class NotInLobby(ValueError):
 
 
 class InviteLimitReached(Exception):
-    """The organization's limit of guests per visit is reached; `message` says so and what to do."""
+    """No guest link now: the organization's limit of guests per visit is reached, or the visit is
+    over (`VisitOver`); `message` says so and what to do."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class VisitOver(InviteLimitReached):
+    """A guest link was asked for a visit that has ended: a guest joining would start it again."""
 
 
 def display_name_for(*, role: str, invite_kind: str | None = None) -> str:
@@ -239,7 +244,12 @@ def guest_invite_create(*, visit: Visit, kind: str, created_by_ehr_id: str = "")
     if kind not in GuestInvite.Kind.values:
         raise InvalidField("kind", f"kind must be one of {', '.join(GuestInvite.Kind.values)}.")
     with transaction.atomic():
-        Visit.objects.select_for_update().filter(pk=visit.pk).first()
+        locked = Visit.objects.select_for_update().filter(pk=visit.pk).first()
+        if locked is not None and locked.ended_at is not None:
+            raise VisitOver(
+                "This visit has ended, so nobody can be invited to it any more. Start a new visit from the "
+                "EHR to see the patient again."
+            )
         active = GuestInvite.objects.filter(visit=visit, revoked_at__isnull=True).count()
         limit = visit.tenant.max_guests_per_visit
         if active >= limit:

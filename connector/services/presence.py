@@ -144,6 +144,24 @@ def heartbeat_record(*, visits: list[Visit], role: str, participant_id: str) -> 
     return present
 
 
+def ended_for(*, visits: list[Visit], participant_id: str) -> bool:
+    """Whether this participant's last departure was the visit being ended (the console's or the API's End).
+
+    A page that hears it is no longer present joins again only after a silence; after an
+    end it must not, or the ended visit would start again (connector/services/participants.py).
+    """
+    for visit in visits:
+        last = (
+            visit.events.filter(participant_id=participant_id, kind__in=[EventKind.JOINED, EventKind.LEFT])
+            .order_by("-occurred_at", "-pk")
+            .only("kind", "event_id")
+            .first()
+        )
+        if last is not None and last.kind == EventKind.LEFT and last.event_id.startswith("end:"):
+            return True
+    return False
+
+
 def presence_sweep(*, now: datetime | None = None) -> int:
     """Scheduled: sweep every visit that has a silent participant, across organizations."""
     now = now or timezone.now()

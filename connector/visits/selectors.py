@@ -69,6 +69,9 @@ def _presence(events) -> tuple[dict, dict]:
             lobby.pop(who, None)
             present.setdefault(who, {"role": event.role, "since": event.occurred_at})
         elif event.kind == EventKind.LEFT:
+            # A lobby waiter whose page went silent leaves the lobby too (services/presence.py),
+            # as in the console's visit_presence: the wall board and the console agree.
+            lobby.pop(who, None)
             present.pop(who, None)
     return lobby, present
 

@@ -1,6 +1,7 @@
 // Visit pages say they are still open: every element with data-heartbeat-url POSTs to it every
 // data-heartbeat-ms (~15 s). The server marks as left whoever stops (connector/services/presence.py).
-// A meeting page (data-event-url, data-sig) that hears it was marked as left joins again.
+// A meeting page (data-event-url, data-sig) that hears it was marked as left joins again, unless the
+// visit was ended (reply.ended): then it stops and fires a `visit-ended` event for the page to say so.
 // A click on [data-heartbeat-stop] (the Leave button) stops it.
 (function () {
   "use strict";
@@ -36,6 +37,13 @@
         if (response.ok) {
           var reply = await response.json();
           el.dataset.present = reply.present ? "yes" : "no";
+          if (reply.ended) {
+            // The visit was ended for everyone: joining again would start it anew.
+            stopped = true;
+            el.dataset.ended = "yes";
+            el.dispatchEvent(new CustomEvent("visit-ended", {bubbles: true}));
+            return;
+          }
           if (!reply.present && seat && el.dataset.eventUrl && !stopped) { rejoin(); }
         } else if (response.status === 403 || response.status === 404 || response.status === 410) {
           return;  // the link no longer works: the page says so through its status poll

@@ -29,7 +29,7 @@ from connector.services.participants import (
     display_name_for,
     guest_invite_usable,
 )
-from connector.services.presence import HEARTBEAT_SECONDS, heartbeat_record, heartbeat_touch
+from connector.services.presence import HEARTBEAT_SECONDS, ended_for, heartbeat_record, heartbeat_touch
 from connector.visits.pages.common import (
     POLL_SECONDS,
     json_body,
@@ -211,14 +211,16 @@ def demo_meeting_status(request: HttpRequest, seat: DemoSeat) -> HttpResponse:
 def demo_meeting_heartbeat(request: HttpRequest, seat: DemoSeat) -> HttpResponse:
     """The meeting page is still open (every ~15 s): {participant_id, role, sig}.
 
-    `present: false` means the participant was marked as left for silence; the page joins again.
+    `present: false` means the participant was marked as left for silence; the page joins again,
+    unless `ended: true`: the visit was ended (console or API), and the page stops.
     """
     body = request.demo_body
     unknown = sorted(str(key) for key in body if key not in {"participant_id", "role", "sig"})
     if unknown:
         return json_problem("invalid", f"{unknown[0]} is not a heartbeat field.", 400, field=unknown[0])
     present = heartbeat_record(visits=seat.visits, role=seat.role, participant_id=seat.participant_id)
-    return no_store(JsonResponse({"present": present, "every_seconds": HEARTBEAT_SECONDS}))
+    ended = not present and ended_for(visits=seat.visits, participant_id=seat.participant_id)
+    return no_store(JsonResponse({"present": present, "ended": ended, "every_seconds": HEARTBEAT_SECONDS}))
 
 
 @csrf_exempt
