@@ -180,7 +180,6 @@ class OptOutSerializer(serializers.ModelSerializer):
 
 @extend_schema(tags=["sms"])
 class ConsentApi(TenantAPIViewMixin, APIView):
-
     def _body(self):
         consent = SmsConsent.objects.filter(tenant=self.tenant).first()
         return {
@@ -229,7 +228,6 @@ class PhoneNumberListApi(TenantAPIViewMixin, generics.ListAPIView):
 
 @extend_schema(tags=["sms"])
 class SmsSettingsApi(TenantAPIViewMixin, APIView):
-
     @extend_schema(responses=SmsSettingsSerializer)
     def get(self, request, tenant_id: str, endpoint_pk: int):
         endpoint = get_object_or_404(FhirEndpoint, pk=endpoint_pk)
