@@ -89,4 +89,11 @@
     window.setTimeout(participants, 500);
   });
   window.addEventListener("pagehide", leave);
+  // The visit was ended for everyone (heartbeat.js hears it): say so, and do not join again.
+  root.addEventListener("visit-ended", function () {
+    left = true;
+    if (stream) { stream.getTracks().forEach(function (t) { t.stop(); }); }
+    status.textContent = "The visit has ended. You can close this page.";
+    document.getElementById("meeting-leave").hidden = true;
+  });
 })();
