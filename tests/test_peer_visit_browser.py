@@ -140,10 +140,18 @@ def test_a_visit_from_the_peers_ehr_launch_to_the_write_back_on_its_fhir_server(
 
     # --- The write-back, read straight from the peer's FHIR server.
     def all_sent() -> bool:
-        """every write-back sent"""
+        """every write-back sent, the appointment's `fulfilled` included
+
+        The departure's write-backs are queued one after another, each sent as soon as it
+        commits: "all sent" alone can be true between the Encounter's end and the
+        Appointment's `fulfilled` being queued.
+        """
         with all_tenants():
             states = set(WriteBack.objects.values_list("state", flat=True))
-        return states == {"sent"}
+            fulfilled = WriteBack.objects.filter(
+                kind=WriteBack.Kind.APPOINTMENT_STATUS, payload__status="fulfilled"
+            ).exists()
+        return fulfilled and states == {"sent"}
 
     eventually(all_sent)
     encounter = smart_peer.read("Encounter/enc1")
