@@ -19,7 +19,7 @@ import random
 
 import hl7
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sms.hl7.mllp import frame
@@ -114,6 +114,11 @@ def test_every_mutated_message_gets_an_ack_over_mllp(pki, listener, client_a, or
             body, applied = mutate(random.Random(seed), next(_serials))
             # MLLP cannot carry its own framing bytes inside a message.
             body = body.replace(b"\x0b", b"").replace(b"\x1c", b"")
+            # Past 16 times the size limit the listener stops reading and drops the connection
+            # (sms/hl7/mllp.py FrameReader: a peer must not keep a worker discarding forever), so
+            # such a message can get no ACK by design; up to there an oversized one gets its AR.
+            # The HTTPS test above sends them all (413 with an AR).
+            assume(len(body) <= 16 * server.max_bytes)
             connection.sendall(frame(body))
             [ack] = read_acks(connection, 1)
             assert_is_an_ack(str(ack).encode(), body)
