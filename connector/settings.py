@@ -232,6 +232,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
     "csp.middleware.CSPMiddleware",
+    # Visit pages the EHR frames (xframe_options_exempt) keep no frame-ancestors limit.
+    "connector.csp_framing.FramedByTheEhrMiddleware",
     # Multi-region only: a request for an organization hosted elsewhere gets a redirect or a 421.
     "tenants.region_routing.RegionRoutingMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

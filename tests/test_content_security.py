@@ -36,6 +36,22 @@ def test_every_response_carries_a_strict_policy(client, db, settings, path):
     assert not any("unsafe" in source for sources in policy.values() for source in sources)
 
 
+def test_visit_pages_the_ehr_frames_may_be_framed_and_keep_the_rest_of_the_policy(client, org_a):
+    """Epic and other EHRs open the lobby, join and console pages inside their own frames."""
+    from tests.test_visit_pages import console_path, join_path, make_visit, patient_token
+
+    visit = make_visit(org_a)
+    for path in (console_path(visit), join_path(patient_token(visit))):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "X-Frame-Options" not in response
+        policy = _policy(response)
+        assert "frame-ancestors" not in policy, path
+        assert policy["script-src"] == ["'self'"] and policy["default-src"] == ["'self'"]
+    # The portal is never framed.
+    assert _policy(client.get("/sign-in/"))["frame-ancestors"] == ["'none'"]
+
+
 def _template_files() -> list[Path]:
     base = Path(django_settings.BASE_DIR)
     return sorted(
