@@ -468,23 +468,34 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
     return marked
 
 
-def visit_presence(*, visit: Visit) -> dict:
-    """Who is in the lobby and who is connected now (for the clinician's live status)."""
-    present: dict[str, str] = {}
-    lobby: dict[str, str] = {}
-    for event in visit.events.order_by("occurred_at", "pk"):
+def presence_from_events(events) -> tuple[dict, dict]:
+    """(in the lobby, connected) after these events, in order: participant -> {role, since}.
+
+    The one reading of presence shared by the console (`visit_presence`) and the API's live
+    status (connector/visits/selectors.py), so the two never disagree.
+    """
+    lobby: dict[str, dict] = {}
+    present: dict[str, dict] = {}
+    for event in events:
+        who = event.participant_id
         if event.kind == EventKind.LOBBY_ENTERED:
-            lobby[event.participant_id] = event.role
+            lobby[who] = {"role": event.role, "since": event.occurred_at}
         elif event.kind == EventKind.ADMITTED:
-            lobby.pop(event.participant_id, None)
+            lobby.pop(who, None)
         elif event.kind == EventKind.JOINED:
-            lobby.pop(event.participant_id, None)
-            present[event.participant_id] = event.role
+            lobby.pop(who, None)
+            present.setdefault(who, {"role": event.role, "since": event.occurred_at})
         elif event.kind == EventKind.LEFT:
             # A lobby waiter whose page went silent leaves the lobby too (services/presence.py).
-            lobby.pop(event.participant_id, None)
-            present.pop(event.participant_id, None)
+            lobby.pop(who, None)
+            present.pop(who, None)
+    return lobby, present
+
+
+def visit_presence(*, visit: Visit) -> dict:
+    """Who is in the lobby and who is connected now (for the clinician's live status)."""
+    lobby, present = presence_from_events(visit.events.order_by("occurred_at", "pk"))
     return {
-        "in_lobby": [{"participant_id": p, "role": r} for p, r in lobby.items()],
-        "connected": [{"participant_id": p, "role": r} for p, r in present.items()],
+        "in_lobby": [{"participant_id": p, "role": e["role"]} for p, e in lobby.items()],
+        "connected": [{"participant_id": p, "role": e["role"]} for p, e in present.items()],
     }

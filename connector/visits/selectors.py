@@ -21,7 +21,7 @@ from connector.models import (
     VisitState,
     WriteBack,
 )
-from connector.services.visits import participant_id_for
+from connector.services.visits import participant_id_for, presence_from_events
 
 WAITING = "waiting"
 # The API's states: the stored ones, with "scheduled" split in two. A scheduled visit is
@@ -53,27 +53,6 @@ def api_state(visit: Visit) -> str:
     if visit.state == VisitState.SCHEDULED and visit.arrived_at is not None:
         return WAITING
     return visit.state
-
-
-def _presence(events) -> tuple[dict, dict]:
-    """(in the lobby, connected) after these events: participant -> {role, since}."""
-    lobby: dict[str, dict] = {}
-    present: dict[str, dict] = {}
-    for event in events:
-        who = event.participant_id
-        if event.kind == EventKind.LOBBY_ENTERED:
-            lobby[who] = {"role": event.role, "since": event.occurred_at}
-        elif event.kind == EventKind.ADMITTED:
-            lobby.pop(who, None)
-        elif event.kind == EventKind.JOINED:
-            lobby.pop(who, None)
-            present.setdefault(who, {"role": event.role, "since": event.occurred_at})
-        elif event.kind == EventKind.LEFT:
-            # A lobby waiter whose page went silent leaves the lobby too (services/presence.py),
-            # as in the console's visit_presence: the wall board and the console agree.
-            lobby.pop(who, None)
-            present.pop(who, None)
-    return lobby, present
 
 
 def visit_participants(visit: Visit, events: list[VisitEvent]) -> list[dict]:
@@ -165,7 +144,7 @@ def live_status() -> dict:
     visits = []
     for visit_events in by_visit.values():
         visit = visit_events[0].visit
-        lobby, present = _presence(visit_events)
+        lobby, present = presence_from_events(visit_events)
         if not lobby and not present:
             continue
         visits.append(
