@@ -7,14 +7,20 @@ launch makes beyond the token exchange, for first launches (each of a new visit:
 are deleted between launches, outside the measured requests) and for relaunches of a
 known visit (none expected). `--flavor r4` measures the fhirContext path instead.
 
-Runs the real service in-process (Django's live-server thread, a fresh test
-database) and drives full provider launches over HTTP: /launch/provider ->
+Runs the real service on a fresh test database and drives full provider launches over
+HTTP: /launch/provider ->
 the sandbox's authorize -> /launch/callback -> the meeting's join URL. For the
 connector's two requests it measures the time spent in the handler minus the
 time spent waiting for the EHR (every outbound call goes through
 connector.ehr_http) and the meeting provider (the in-memory backend here).
 The reference is a bare Django view doing one database read, timed the same
 way in the same run.
+
+The connector answers in one thread of this process that keeps its database connection,
+as a production worker does with DB_CONN_MAX_AGE; the sandbox EHR runs in a child process
+on the same database, as an EHR is another system (in this process its threads would hold
+the interpreter lock the connector's thread waits for, and that wait would be counted as
+the connector's).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/connector .venv/bin/python bench/launch_bench.py
     .venv/bin/python bench/launch_bench.py --launches 300        # SQLite
@@ -26,6 +32,7 @@ at most two FHIR reads beyond the token exchange, none on a relaunch.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -50,9 +57,10 @@ django.setup()
 
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, WSGIServer  # noqa: E402
+from django.db import connection, connections  # noqa: E402
 from django.http import HttpResponse  # noqa: E402
-from django.test.testcases import LiveServerThread  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -131,7 +139,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--launches", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--flavor", default="r4-generic", help="the sandbox server: r4-generic (peer-like) or r4")
+    parser.add_argument(
+        "--flavor", default="r4-generic", help="the sandbox server: r4-generic (peer-like) or r4"
+    )
     parser.add_argument("--profile", action="store_true", help="print where the launch handlers spend time")
     args = parser.parse_args()
     if args.profile:
@@ -151,27 +161,61 @@ def main() -> None:
     settings.MIDDLEWARE = [f"{__name__}.TimingMiddleware", *settings.MIDDLEWARE]
     settings.SMART_SIGNING_KEY_FILES = []
     settings.DEBUG = True  # the development signing key under var/
+    if connection.vendor == "sqlite":
+        # A file, not memory: the sandbox EHR's process opens the same database.
+        connection.settings_dict.setdefault("TEST", {})["NAME"] = str(ROOT / "var" / "launch_bench.sqlite3")
     old_name = connection.creation.create_test_db(
         verbosity=0, autoclobber=True, keepdb=False, serialize=False
     )
-    from django.test.testcases import _StaticFilesHandler
-
-    server = LiveServerThread("127.0.0.1", _StaticFilesHandler, connections_override=None, port=0)
-    server.daemon = True
-    server.start()
-    server.is_ready.wait()
-    if server.error:
-        raise server.error
-    base = f"http://127.0.0.1:{server.port}"
+    # The sandbox EHR runs in a child process, as an EHR is another system: in the same
+    # process its threads would hold the interpreter lock while the connector's thread
+    # wants it back (up to 5 ms a switch), which would be counted as the connector's.
+    # The connector's server answers one request at a time in one thread that keeps its
+    # database connection, as a production worker does with DB_CONN_MAX_AGE (Django's
+    # threaded live server opens a new connection for every request).
+    connections.close_all()  # the child must not share the parent's database sockets
+    ports = multiprocessing.get_context("fork").Queue()
+    ehr_process = multiprocessing.get_context("fork").Process(target=serve_ehr, args=(ports,), daemon=True)
+    ehr_process.start()
+    ehr_base = f"http://127.0.0.1:{ports.get(timeout=30)}"
+    connector_server = WSGIServer(("127.0.0.1", 0), QuietRequestHandler)
+    connector_server.set_app(WSGIHandler())
+    connector_thread = threading.Thread(target=serve_then_disconnect, args=(connector_server,), daemon=True)
+    connector_thread.start()
+    base = f"http://127.0.0.1:{connector_server.server_port}"
     settings.PUBLIC_BASE_URL = base
     try:
-        run(base, args)
+        run(base, ehr_base, args)
     finally:
-        server.terminate()
+        connector_server.shutdown()
+        connector_thread.join()
+        ehr_process.terminate()
+        ehr_process.join()
+        connections.close_all()
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
-def run(base: str, args) -> None:
+def serve_then_disconnect(server) -> None:
+    try:
+        server.serve_forever()
+    finally:
+        connections.close_all()  # this thread's connection, before the test database is dropped
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # the EHR's access log is noise here
+        pass
+
+
+def serve_ehr(ports) -> None:
+    """The sandbox EHR's server, in the child process (threaded: it calls nobody back)."""
+    server = ThreadedWSGIServer(("127.0.0.1", 0), QuietRequestHandler)
+    server.set_app(WSGIHandler())
+    ports.put(server.server_port)
+    server.serve_forever()
+
+
+def run(base: str, ehr_base: str, args) -> None:
     from connector.models import ClinicianLink, EndpointStatus, FhirEndpoint, Visit
     from connector.sandbox_ehr.seed import seed_sandbox_ehr
     from connector.sandbox_ehr.services import launch_create
@@ -188,14 +232,17 @@ def run(base: str, args) -> None:
         data_region="americas",
         status=TenantStatus.ENABLED,
     )
-    iss = f"{base}/sandbox-ehr/fhir/{args.flavor}"
+    iss = f"{ehr_base}/sandbox-ehr/fhir/{args.flavor}"
     with tenant_scope(tenant):
         FhirEndpoint.objects.create(
             tenant=tenant, base_url=iss, environment="test", label="Bench", status=EndpointStatus.APPROVED
         )
         for practitioner in ("pract-smith", "pract-park", "pract-nguyen"):
             ClinicianLink.objects.create(
-                tenant=tenant, user=clinician, environment="test", fhir_user=f"{iss}/Practitioner/{practitioner}"
+                tenant=tenant,
+                user=clinician,
+                environment="test",
+                fhir_user=f"{iss}/Practitioner/{practitioner}",
             )
 
     def one_launch(appointment: str) -> None:
@@ -262,7 +309,8 @@ def run(base: str, args) -> None:
     if PROFILER is not None:
         import pstats
 
-        pstats.Stats(PROFILER).sort_stats("tottime").print_stats(25)
+        order, lines = os.environ.get("PROFILE_SORT", "tottime"), int(os.environ.get("PROFILE_LINES", "25"))
+        pstats.Stats(PROFILER).sort_stats(order).print_stats(lines)
 
 
 if __name__ == "__main__":
