@@ -130,3 +130,61 @@ def test_keeping_can_be_turned_off(client, feed, settings):
     with all_tenants():
         Tenant.objects.filter(pk=feed.tenant.pk).update(status=TenantStatus.SUSPENDED)
     assert post(client, feed, other_appointment(NEW, 2)).status_code == 404
+
+
+# --- webhook subscriptions are part of the kept setup ---------------------------------------------
+
+
+def _webhook_queries(queries) -> list[str]:
+    return [q["sql"] for q in queries if "webhooks_webhookendpoint" in q["sql"]]
+
+
+def test_an_appointment_no_webhook_endpoint_wants_costs_no_webhook_query(client, feed):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert msa(post(client, feed, NEW))[0] == "AA"  # the setup (and its webhook event types) is now kept
+    with CaptureQueriesContext(connection) as queries:
+        assert msa(post(client, feed, other_appointment(NEW, 2)))[0] == "AA"
+
+    assert len(appointments(feed.tenant)) == 2
+    assert _webhook_queries(queries.captured_queries) == []
+
+
+def test_an_endpoint_registered_after_the_setup_was_kept_hears_of_the_next_appointment(client, feed):
+    from connector.webhooks.models import WebhookDelivery
+    from connector.webhooks.services import webhook_endpoint_create
+
+    assert msa(post(client, feed, NEW))[0] == "AA"  # kept: no endpoint wants visit.scheduled
+    with tenant_scope(feed.tenant):
+        webhook_endpoint_create(
+            tenant=feed.tenant, url="https://hooks.example.org/in", event_types=["visit.scheduled"]
+        )
+
+    assert msa(post(client, feed, other_appointment(NEW, 2)))[0] == "AA"
+
+    with tenant_scope(feed.tenant):
+        [delivery] = WebhookDelivery.objects.all()
+    assert delivery.event_type == "visit.scheduled"
+    assert delivery.payload["data"]["appointment"]["external_id"] == "4000100002"
+
+
+def test_an_endpoint_disabled_by_the_sender_costs_only_the_query_that_finds_no_receiver(client, feed):
+    from connector.webhooks.models import WebhookDelivery, WebhookEndpoint
+    from connector.webhooks.services import webhook_endpoint_create
+
+    with tenant_scope(feed.tenant):
+        endpoint, _ = webhook_endpoint_create(
+            tenant=feed.tenant, url="https://hooks.example.org/in", event_types=["visit.scheduled"]
+        )
+    assert msa(post(client, feed, NEW))[0] == "AA"  # kept, with visit.scheduled wanted
+    with tenant_scope(feed.tenant):
+        # What the sender does after too many failures: a query-set update, no signal.
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(enabled=False)
+
+    assert msa(post(client, feed, other_appointment(NEW, 2)))[0] == "AA"
+
+    with tenant_scope(feed.tenant):
+        assert [d.payload["data"]["appointment"]["external_id"] for d in WebhookDelivery.objects.all()] == [
+            "4000123456"
+        ]

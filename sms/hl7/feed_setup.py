@@ -24,6 +24,10 @@ under three rules that keep it safe:
 - memory is bounded: at most `MAX_KEPT_ENTRIES` organizations per store, the
   least recently used forgotten first.
 
+The event types the organization's webhook endpoints want are part of the setup:
+an appointment no endpoint wants to hear about costs no query. A new endpoint
+hears about appointments from the feed within the same second (the token, above).
+
 Opt-outs are kept the same way, as the set of the organization's opted-out
 numbers (keyed hashes), and only to save a query per message: a number found in
 the set is checked again in the database (it may have opted back in), and one
@@ -48,6 +52,7 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 
 from connector.models import EndpointStatus, FhirEndpoint
+from connector.webhooks.models import WebhookEndpoint
 from sms.models import NumberState, OptOut, PhoneNumber, SigningCertificate, SmsConsent, SmsSettings
 from sms.selectors import number_is_opted_out
 from tenants.models import Tenant, TenantStatus
@@ -69,6 +74,9 @@ class FeedSetup:
     endpoint: FhirEndpoint | None  # the endpoint the feed's appointments belong to
     sms_settings: SmsSettings | None  # that endpoint's, with its phone number loaded
     consent: SmsConsent | None
+    # The event types the organization's enabled webhook endpoints want: an appointment
+    # that no endpoint hears about costs no query to find that out.
+    webhook_event_types: frozenset[str] = frozenset()
     kept: bool = False  # True when this came from the process's memory, not the database
 
     @property
@@ -185,6 +193,7 @@ def feed_setup(tenant: Tenant, environment: str, *, fresh: bool = False) -> Feed
         endpoint=endpoint,
         sms_settings=sms_settings,
         consent=SmsConsent.objects.filter(tenant=tenant).first(),
+        webhook_event_types=_webhook_event_types(tenant),
     )
     if setup.complete:
         _keep(_setups, key, replace(setup, kept=True))
@@ -210,6 +219,15 @@ def feed_number_opted_out(tenant: Tenant, hashed_numbers: tuple[str, ...]) -> bo
     return False
 
 
+def _webhook_event_types(tenant: Tenant) -> frozenset[str]:
+    wanted: set[str] = set()
+    for event_types in WebhookEndpoint.objects.filter(tenant=tenant, enabled=True).values_list(
+        "event_types", flat=True
+    ):
+        wanted.update(event_types or ())
+    return frozenset(wanted)
+
+
 def _feed_endpoint(tenant: Tenant, environment: str) -> FhirEndpoint | None:
     """The first usable endpoint of the environment with SMS settings, else the first usable one."""
     usable = list(
@@ -229,6 +247,19 @@ def _feed_endpoint(tenant: Tenant, environment: str) -> FhirEndpoint | None:
 
 
 # Saves and deletes (the query sets' own write paths move the token through SetupQuerySet).
-for _model in (Tenant, SigningCertificate, FhirEndpoint, SmsSettings, PhoneNumber, SmsConsent, OptOut):
+# Webhook endpoints: their saves only (made, enabled, event types changed, deleted). The
+# sender's `.update()` of their failure counts must not flush every process's setup; when
+# it disables an endpoint, what is kept still names its event types, which costs only the
+# query that finds no endpoint to deliver to.
+for _model in (
+    Tenant,
+    SigningCertificate,
+    FhirEndpoint,
+    SmsSettings,
+    PhoneNumber,
+    SmsConsent,
+    OptOut,
+    WebhookEndpoint,
+):
     post_save.connect(setup_changed, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-saved")
     post_delete.connect(setup_changed, sender=_model, dispatch_uid=f"feed-setup-{_model.__name__}-deleted")

@@ -409,6 +409,7 @@ def _store(tenant: Tenant, setup: FeedSetup, parsed: ParsedMessage, *, assume_ne
             consent=setup.consent,
             is_opted_out=feed_number_opted_out,
             assume_new=assume_new,
+            webhook_event_types=setup.webhook_event_types,
         )
         if applied.note:
             record.ack_text = "; ".join(filter(None, [applied.note, record.ack_text]))[:500]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from csp.decorators import csp_exempt
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
@@ -33,6 +34,7 @@ def _text(status: int, message: str) -> HttpResponse:
 
 
 @csrf_exempt  # machine-to-machine: the signature, not a cookie, authenticates
+@csp_exempt()  # read by interface engines, never rendered by a browser (docs/security.md)
 @require_POST
 @sensitive_variables()  # an error report must never show the body (names, phone numbers)
 def ingest(request: HttpRequest, tenant_id: str, environment: str) -> HttpResponse:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from connector.background import queue_after_commit
 from connector.models import FhirEndpoint
+from connector.webhooks.models import EventType
 from sms.models import (
     Appointment,
     AppointmentStatus,
@@ -136,6 +137,7 @@ def appointment_apply(
     consent: SmsConsent | None | object = UNREAD,
     is_opted_out: Callable[[Tenant, tuple[str, ...]], bool] = number_is_opted_out,
     assume_new: bool = False,
+    webhook_event_types: frozenset[str] | None = None,
 ) -> AppliedMessage:
     """Apply one scheduling message. Out-of-order messages never undo newer state.
 
@@ -147,6 +149,10 @@ def appointment_apply(
     query fewer, for an S12, which nearly always books a new one). If it exists
     after all, AppointmentAlreadyStored is raised with the transaction spoiled:
     the caller rolls back and calls again with `assume_new=False`.
+
+    `webhook_event_types`, when the caller knows them (the feed keeps them with the
+    setup), are the event types the organization's webhook endpoints want: a new
+    appointment none of them wants emits nothing and costs no query.
     """
     if message.event not in SUPPORTED_EVENTS:
         raise ValueError(f"unsupported event {message.event}")
@@ -210,7 +216,9 @@ def appointment_apply(
                 raise AppointmentAlreadyStored(message.external_id) from error
         else:
             appointment.save(force_insert=True)
-        if previous_status is None:
+        if previous_status is None and (
+            webhook_event_types is None or EventType.VISIT_SCHEDULED in webhook_event_types
+        ):
             # visit.scheduled commits with the new appointment (and rolls back with it).
             from connector.webhooks.events import emit_visit_scheduled
 
