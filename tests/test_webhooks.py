@@ -263,6 +263,25 @@ def test_no_show_scheduling_feed_and_text_reports_emit_their_events(org_a, recei
     assert bodies[2]["data"]["message"]["id"] == messages[0].pk
 
 
+def test_a_late_arrival_after_the_scheduled_end_is_announced_as_a_no_show_once(org_a, receiver):
+    """The no-show rule also applies when an event arrives after the end (visit_recompute), not only in the sweep."""
+    register(org_a, receiver.url, events=["visit.no_show", "visit.started"])
+    visit = make_visit(org_a, appointment="LATE-1")
+    with all_tenants():
+        Visit.objects.filter(pk=visit.pk).update(scheduled_end=timezone.now() - timedelta(minutes=30))
+        visit = Visit.objects.select_related("tenant").get(pk=visit.pk)
+
+    record(visit, "late-1", EventKind.LOBBY_ENTERED, "patient", "p-1", 170)  # nobody admits them
+    record(visit, "late-2", EventKind.LEFT, "patient", "p-1", 175)
+    with all_tenants():
+        assert Visit.objects.get(pk=visit.pk).state == "no_show"
+        assert visits_mark_no_show() == 0  # already a no-show: the sweep adds nothing
+
+    bodies = [json.loads(body) for _, body in receiver.received]
+    assert [b["type"] for b in bodies] == ["visit.no_show"]
+    assert bodies[0]["data"]["visit"]["state"] == "no_show"
+
+
 def test_a_feed_certificate_close_to_expiry_emits_certificate_expiring_once(org_a, admin_a, receiver):
     from tests.test_feed_certificates import NOW, upload
 

@@ -337,7 +337,10 @@ def event_record(
     """
     try:
         with transaction.atomic():
-            list(Visit.objects.select_for_update().filter(pk=visit.pk).values_list("pk", flat=True))
+            # The state as stored, under the lock: `visit` may have been read before another event moved it.
+            state_before = (
+                Visit.objects.select_for_update().filter(pk=visit.pk).values_list("state", flat=True).get()
+            )
             # A repeat would take a position and roll it back: look first (the visit lock keeps
             # two deliveries of the same event from both passing this check).
             if VisitEvent.objects.filter(tenant_id=visit.tenant_id, event_id=event_id).exists():
@@ -360,6 +363,10 @@ def event_record(
             from connector.webhooks.events import emit_for_visit_event
 
             emit_for_visit_event(event=event, visit=visit)
+            if visit.state == VisitState.NO_SHOW and state_before != VisitState.NO_SHOW:
+                # An event after the scheduled end without a start (a patient who came too late):
+                # the same no-show as the scheduled sweep's (visits_mark_no_show), told the same way.
+                _no_show_announce(visit)
     except IntegrityError:
         return VisitEvent.objects.get(event_id=event_id), False
     from connector.services.write_back import write_back_queue_for_event
@@ -444,9 +451,6 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
     reaches: nobody came. A later start still wins, since every event recomputes the state.
     Unscheduled visits without an end are never no-shows. Runs across organizations (scheduled).
     """
-    from connector.services.write_back import write_back_queue_for_no_show
-    from connector.webhooks.events import emit_visit_no_show
-
     now = now or timezone.now()
     due = Visit.objects.filter(state=VisitState.SCHEDULED, started_at__isnull=True, scheduled_end__lt=now)
     marked = 0
@@ -460,12 +464,22 @@ def visits_mark_no_show(*, now: datetime | None = None) -> int:
                 continue
             marked += 1
             live_version_bump(tenant_id=visit.tenant_id)
-            # Queued in the same transaction; sent once it commits (no EHR call while it is open).
-            write_back_queue_for_no_show(visit=visit)
-            # Recorded with the state change; sent once it commits.
             visit.state = VisitState.NO_SHOW
-            emit_visit_no_show(visit=visit)
+            _no_show_announce(visit)
     return marked
+
+
+def _no_show_announce(visit: Visit) -> None:
+    """The Appointment's `noshow` write-back and the visit.no_show webhook, inside the caller's transaction.
+
+    Both are recorded with the state change and sent once it commits (no EHR or receiver
+    call while it is open).
+    """
+    from connector.services.write_back import write_back_queue_for_no_show
+    from connector.webhooks.events import emit_visit_no_show
+
+    write_back_queue_for_no_show(visit=visit)
+    emit_visit_no_show(visit=visit)
 
 
 def presence_from_events(events) -> tuple[dict, dict]:
