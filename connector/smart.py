@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from connector.ehr_http import EhrHttpError, ehr_get_json, ehr_post_form
+from connector.kept_documents import keep, kept
 
 # An EHR's signing keys are read once an hour, not at every launch. A token signed
 # with a key not in the kept set makes one fresh read (the EHR rotated its keys),
@@ -162,9 +163,15 @@ def _jwks_cache_key(smart_configuration: dict) -> str:
 def _jwks_for(smart_configuration: dict, *, fresh: bool = False) -> jwt.PyJWKSet:
     """The EHR's signing keys: kept for an hour; `fresh` reads them again (rotation)."""
     key = _jwks_cache_key(smart_configuration)
+    if not fresh:
+        keys = kept(key)  # this process's copy, already parsed (connector/kept_documents.py)
+        if keys is not None:
+            return keys
     document = None if fresh else cache.get(key)
     if document is not None:
-        return jwt.PyJWKSet.from_dict(document)
+        keys = jwt.PyJWKSet.from_dict(document)
+        keep(key, keys)
+        return keys
     try:
         document = ehr_get_json(_jwks_uri(smart_configuration), accept="application/json").json
     except EhrHttpError as error:
@@ -174,6 +181,7 @@ def _jwks_for(smart_configuration: dict, *, fresh: bool = False) -> jwt.PyJWKSet
     except (jwt.PyJWTError, AttributeError, TypeError, KeyError) as error:
         raise SmartError("The EHR's signing keys (JWKS) could not be read.") from error
     cache.set(key, document, JWKS_CACHE_SECONDS)  # kept only once it proved readable
+    keep(key, keys)
     return keys
 
 

@@ -139,12 +139,15 @@ def _fresh_cache(settings):
     """
     import uuid
 
+    from connector.kept_documents import forget_all
+
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "LOCATION": f"test-{uuid.uuid4().hex}",
         }
     }
+    forget_all()  # the EHR documents each process keeps on top of the cache (connector/kept_documents.py)
 
 
 @pytest.fixture

@@ -116,3 +116,16 @@ def test_unreadable_keys_are_not_kept(ehr):
         verify(ehr, "key-1")
     ehr.add("/jwks", lambda _seen: Route(body=ehr.keys.document()))
     assert verify(ehr, "key-1").subject == "u1"
+
+
+def test_a_process_keeps_the_keys_for_a_minute_without_asking_the_shared_cache(ehr):
+    from unittest import mock
+
+    from connector import kept_documents
+
+    verify(ehr, "key-1")
+    with mock.patch.object(cache, "get", side_effect=AssertionError("the shared cache was read")):
+        assert verify(ehr, "key-1").subject == "u1"
+    kept_documents.forget_all()  # a minute later, or another process: the shared cache has them
+    assert verify(ehr, "key-1").subject == "u1"
+    assert key_reads(ehr) == 1

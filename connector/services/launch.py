@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from connector.ehr_http import EhrHttpError
 from connector.endpoint_checks import fetch_smart_configuration, normalize_fhir_base_url
+from connector.kept_documents import keep, kept
 from connector.lookup_hash import EHR_USER, lookup_hashes
 from connector.models import ClinicianLink, EndpointStatus, FhirEndpoint, LaunchState, ParticipantRole
 from connector.services.appointment_finder import (
@@ -135,10 +136,13 @@ def endpoint_for_issuer(iss: str) -> FhirEndpoint:
 
 
 def smart_configuration_for(endpoint: FhirEndpoint) -> dict:
-    """The endpoint's SMART configuration, cached for an hour."""
+    """The endpoint's SMART configuration, cached for an hour (and a minute in this process)."""
     from django.core.cache import cache
 
     key = f"smart-configuration:{_hash(endpoint.base_url)}"
+    configuration = kept(key)  # this process's copy first (connector/kept_documents.py)
+    if configuration is not None:
+        return configuration
     configuration = cache.get(key)
     if configuration is None:
         try:
@@ -148,6 +152,7 @@ def smart_configuration_for(endpoint: FhirEndpoint) -> dict:
                 TRY_LATER, detail=f"The EHR's SMART configuration could not be read: {error.message}"
             ) from error
         cache.set(key, configuration, SMART_CONFIGURATION_CACHE_SECONDS)
+    keep(key, configuration)
     return configuration
 
 
