@@ -555,6 +555,78 @@ def test_a_receiver_on_a_private_address_is_refused_unless_allowed_and_the_endpo
     assert refused.state == DeliveryState.FAILED and receiver.received == []
 
 
+# --- rotating the signing secret ------------------------------------------------------------
+
+
+def test_a_rotated_secret_signs_beside_the_replaced_one_for_a_day_then_alone(org_a, admin_a, api_as, receiver):
+    endpoint, old_secret = register(org_a, receiver.url)
+    url = f"/api/v1/tenants/{org_a.microsoft_tenant_id}/webhooks/{endpoint.pk}/"
+
+    rotated = api_as(admin_a).post(url + "rotate-secret/")
+
+    assert rotated.status_code == 200, rotated.content
+    new_secret = rotated.json()["secret"]
+    assert new_secret.startswith("whsec_") and new_secret != old_secret
+    assert "secret" not in api_as(admin_a).get(url).json()
+    assert api_as(admin_a).get(url).json()["previous_secret_until"] == rotated.json()["previous_secret_until"]
+    record(make_visit(org_a), "r1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
+    headers, body = receiver.received[-1]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert verify(old_secret, headers, body) and verify(new_secret, headers, body)
+
+    with time_machine.travel(timezone.now() + timedelta(hours=25), tick=False):
+        record(make_visit(org_a, appointment="A-2"), "r2", EventKind.LOBBY_ENTERED, "patient", "p-2", 0)
+    headers, body = receiver.received[-1]
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    # Signed 25 hours ahead of this clock: the timestamp's age is not what is checked here.
+    assert not verify(old_secret, headers, body, tolerance=10**6)
+    assert verify(new_secret, headers, body, tolerance=10**6)
+
+
+def test_rotating_again_within_the_day_keeps_only_the_last_two_secrets(org_a, admin_a, api_as, receiver):
+    endpoint, first = register(org_a, receiver.url)
+    url = f"/api/v1/tenants/{org_a.microsoft_tenant_id}/webhooks/{endpoint.pk}/rotate-secret/"
+    second = api_as(admin_a).post(url).json()["secret"]
+    third = api_as(admin_a).post(url).json()["secret"]
+
+    record(make_visit(org_a), "r1", EventKind.LOBBY_ENTERED, "patient", "p-1", 0)
+
+    headers, body = receiver.received[-1]
+    assert verify(third, headers, body) and verify(second, headers, body)
+    assert not verify(first, headers, body)
+
+
+def test_only_an_administrator_or_a_read_write_token_of_the_organization_rotates(
+    org_a, org_b, admin_b, viewer_a, api_as, token_client, receiver
+):
+    endpoint, secret = register(org_a, receiver.url)
+    a = f"/api/v1/tenants/{org_a.microsoft_tenant_id}/webhooks/{endpoint.pk}/rotate-secret/"
+    b = f"/api/v1/tenants/{org_b.microsoft_tenant_id}/webhooks/{endpoint.pk}/rotate-secret/"
+    assert token_client(org_a, "read").post(a).status_code == 403
+    assert api_as(viewer_a).post(a).status_code == 403
+    assert api_as(admin_b).post(b).status_code == 404
+    assert token_client(org_b, "read_write").post(a).status_code == 404
+    with all_tenants():
+        assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == secret
+    assert token_client(org_a, "read_write").post(a).status_code == 200
+
+
+def test_portal_rotates_the_secret_and_shows_the_new_one_once(client, org_a, admin_a, receiver):
+    endpoint, old_secret = register(org_a, receiver.url)
+    signed_in(client, admin_a)
+
+    page = client.post(f"/portal/webhooks/endpoints/{endpoint.pk}/", {"action": "rotate"})
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    with all_tenants():
+        stored = WebhookEndpoint.objects.get(pk=endpoint.pk)
+    assert stored.secret != old_secret and stored.secret in html and old_secret not in html
+    assert "signed with both the new and the replaced secret" in html
+    later = client.get("/portal/webhooks/").content.decode()
+    assert stored.secret not in later and "The replaced secret signs too until" in later
+
+
 # --- the portal --------------------------------------------------------------------------
 
 

@@ -96,6 +96,7 @@ ACCESS: dict[str, dict[str, Rule]] = {
     },
     "api-webhook-deliveries": {"GET": rule(CONFIGURATION, Tokens.ANY)},
     "api-webhook-redeliver": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
+    "api-webhook-rotate-secret": {"POST": rule(ADMIN, Tokens.READ_WRITE)},
     # --- reports
     "api-reports": {"GET": rule(EVERY_ROLE, Tokens.ANY)},
     "api-report": {"GET": rule(EVERY_ROLE, Tokens.ANY)},

@@ -11,8 +11,8 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     list_filter = ["enabled"]
     list_select_related = ["tenant"]
     search_fields = ["url"]
-    # The secret is never shown here: it was shown once to the organization.
-    exclude = ["secret"]
+    # The secrets are never shown here: each was shown once to the organization.
+    exclude = ["secret", "previous_secret"]
     readonly_fields = [
         "tenant",
         "created_by",
@@ -21,6 +21,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "total_failures",
         "last_success_at",
         "last_failure_at",
+        "previous_secret_until",
     ]
 
 

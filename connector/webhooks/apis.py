@@ -20,6 +20,7 @@ from connector.webhooks.services import (
     webhook_endpoint_create,
     webhook_endpoint_delete,
     webhook_endpoint_update,
+    webhook_secret_rotate,
 )
 
 
@@ -40,9 +41,15 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
             "total_failures",
             "last_success_at",
             "last_failure_at",
+            "previous_secret_until",
             "created_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "previous_secret_until": {
+                "help_text": "After a rotation: until when the replaced secret still signs beside the new one."
+            }
+        }
 
 
 class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
@@ -93,6 +100,15 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "payload",
         ]
         read_only_fields = fields
+
+
+class RotatedSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(
+        help_text="The new signing secret (whsec_...). Shown this once: store it now."
+    )
+    previous_secret_until = serializers.DateTimeField(
+        help_text="Until then every delivery is signed with the new and the replaced secret."
+    )
 
 
 class RedeliverResultSerializer(serializers.Serializer):
@@ -172,3 +188,16 @@ class WebhookRedeliverApi(TenantAPIViewMixin, APIView):
                 {"state": "This delivery is being sent right now; look at it again in a minute."}
             )
         return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=["webhooks"])
+class WebhookSecretRotateApi(TenantAPIViewMixin, APIView):
+    """A new signing secret, shown this once; the replaced one keeps signing beside it for a day."""
+
+    # No Idempotency-Key: a stored answer would keep the secret in clear for a day. A client that
+    # lost the answer rotates again (the secret it lost then stops signing after the overlap).
+    @extend_schema(request=None, responses={200: RotatedSecretSerializer})
+    def post(self, request, tenant_id: str, pk: int):
+        endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+        secret = webhook_secret_rotate(endpoint=endpoint)
+        return Response({"secret": secret, "previous_secret_until": endpoint.previous_secret_until})

@@ -42,6 +42,10 @@ class WebhookEndpoint(TenantOwnedModel):
     event_types = models.JSONField(default=list, help_text="The event types sent to this endpoint.")
     # Shown once when made; kept encrypted because the connector signs with it.
     secret = EncryptedTextField()
+    # After a rotation the replaced secret signs too, until this time: receivers switch
+    # over without missing a delivery (Standard Webhooks sends several signatures).
+    previous_secret = EncryptedTextField(blank=True, default="")
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=1000, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)

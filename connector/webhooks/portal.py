@@ -1,7 +1,7 @@
 """The organization's webhooks in the portal: register endpoints, see deliveries, send again.
 
 Administrators only. The secret is shown once, on the page that answers the
-registration (never stored in the session or shown again).
+registration or the rotation (never stored in the session or shown again).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from connector.portal.views import require_role
@@ -21,6 +22,7 @@ from connector.webhooks.services import (
     webhook_endpoint_create,
     webhook_endpoint_delete,
     webhook_endpoint_update,
+    webhook_secret_rotate,
 )
 from tenants.models import Role
 
@@ -37,7 +39,9 @@ class WebhookEndpointForm(forms.Form):
     )
 
 
-def _page(request: HttpRequest, form: WebhookEndpointForm, created=None, secret: str = "") -> HttpResponse:
+def _page(
+    request: HttpRequest, form: WebhookEndpointForm, created=None, secret: str = "", rotated=None
+) -> HttpResponse:
     endpoint_filter = request.GET.get("endpoint", "")
     deliveries = WebhookDelivery.objects.select_related("endpoint").order_by("-created_at", "-pk")
     if endpoint_filter.isdigit():
@@ -51,7 +55,9 @@ def _page(request: HttpRequest, form: WebhookEndpointForm, created=None, secret:
             "deliveries": list(deliveries[:SHOWN]),
             "shown": SHOWN,
             "created": created,
+            "rotated": rotated,
             "secret": secret,
+            "now": timezone.now(),
         },
         status=201 if created else 200,
     )
@@ -95,6 +101,10 @@ def webhook_endpoint_action(request: HttpRequest, pk: int) -> HttpResponse:
     elif action == "delete":
         webhook_endpoint_delete(endpoint=endpoint)
         messages.success(request, f"{endpoint.url} is deleted, with its delivery log.")
+    elif action == "rotate":
+        # Answered with the page itself: the new secret is shown this once, never kept in the session.
+        secret = webhook_secret_rotate(endpoint=endpoint)
+        return _page(request, WebhookEndpointForm(), rotated=endpoint, secret=secret)
     else:
         messages.error(request, "Unknown action.")
     return redirect("portal:webhooks")

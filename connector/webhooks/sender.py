@@ -6,6 +6,8 @@ the maintained `standardwebhooks` package:
     webhook-id:        the event ID (the same on every attempt: receivers deduplicate on it)
     webhook-timestamp: seconds since the epoch, when this attempt was signed
     webhook-signature: v1,<base64 of HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>
+                       (and, for a day after the secret was rotated, a second one with the
+                       replaced secret, space-separated)
 
 The POST goes through the same SSRF guard as every EHR call
 (`connector.ehr_http.guarded_post_bytes`): https only, no private, loopback or
@@ -33,7 +35,7 @@ from standardwebhooks.webhooks import Webhook
 
 from connector.ehr_http import EhrHttpError, guarded_post_bytes
 from connector.webhooks.models import DeliveryState, WebhookDelivery, WebhookEndpoint
-from connector.webhooks.services import webhook_endpoint_disable
+from connector.webhooks.services import signing_secrets, webhook_endpoint_disable
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +63,26 @@ def body_for(delivery: WebhookDelivery) -> bytes:
     return json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def signed_headers(*, secret: str, event_id: str, body: bytes, now=None) -> dict[str, str]:
+def signed_headers(
+    *, secret: str, event_id: str, body: bytes, now=None, also: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The Standard Webhooks headers; `also` are more secrets to sign with (a rotation's overlap):
+    the signatures are space-separated, and a receiver accepts the delivery if any one verifies."""
     now = now or timezone.now()
+    signatures = [Webhook(key).sign(msg_id=event_id, timestamp=now, data=body) for key in (secret, *also)]
     return {
         "Content-Type": "application/json",
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id=event_id, timestamp=now, data=body),
+        "webhook-signature": " ".join(signatures),
     }
 
 
 def _post(delivery: WebhookDelivery) -> int:
     endpoint = delivery.endpoint
     body = body_for(delivery)
-    headers = signed_headers(secret=endpoint.secret, event_id=delivery.event_id, body=body)
+    current, *previous = signing_secrets(endpoint)
+    headers = signed_headers(secret=current, event_id=delivery.event_id, body=body, also=tuple(previous))
     try:
         status = guarded_post_bytes(endpoint.url, body, headers=headers)
     except EhrHttpError as error:

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "connector.webhooks.tasks.webhook_deliver"
 MAX_ENDPOINTS = 20
+# How long a replaced signing secret still signs beside the new one (webhook_secret_rotate).
+SECRET_OVERLAP = timedelta(hours=24)
 
 
 def secret_make() -> str:
@@ -153,6 +155,31 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookE
     if fields:
         endpoint.save(update_fields=[*fields, "updated_at"])
     return endpoint
+
+
+def webhook_secret_rotate(*, endpoint: WebhookEndpoint, overlap: timedelta = SECRET_OVERLAP) -> str:
+    """A new signing secret for the endpoint; returns it (shown this once).
+
+    The replaced secret keeps signing beside the new one for `overlap` (a day by
+    default): every delivery carries both signatures, so a receiver that still checks
+    with the old secret goes on verifying until it is given the new one. Rotating again
+    within the overlap replaces the older secret: only the last two ever sign.
+    """
+    secret = secret_make()
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_until = timezone.now() + overlap
+    endpoint.secret = secret
+    endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"])
+    return secret
+
+
+def signing_secrets(endpoint: WebhookEndpoint, *, now: datetime | None = None) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, and the replaced one during the overlap."""
+    now = now or timezone.now()
+    secrets_now = [endpoint.secret]
+    if endpoint.previous_secret and endpoint.previous_secret_until and endpoint.previous_secret_until > now:
+        secrets_now.append(endpoint.previous_secret)
+    return secrets_now
 
 
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
