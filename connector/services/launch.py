@@ -354,17 +354,25 @@ def launch_complete(
         view=str((launch_state.context or {}).get("view") or LAUNCH_VIEW_MEETING),
         found=found,
     )
-    # Keep what the one-time account link needs; the EHR's tokens are dropped here.
-    launch_state.context = {
-        "view": context.view,
-        "fhir_user": context.fhir_user,
-        "appointment_id": context.appointment_id,
-        "conference_id": context.conference_id,
-        "department_id": context.department_id,
-        "encounter_id": context.encounter_id,
-    }
-    launch_state.save(update_fields=["context"])
+    # The EHR's tokens are dropped here: nothing of them is kept.
     return context
+
+
+def launch_context_remember(context: LaunchContext) -> None:
+    """Keep on the launch state what the one-time account link needs (a clinician not linked yet).
+
+    Only then: a clinician already linked goes straight to the visit, and the write is saved.
+    """
+    LaunchState.objects.filter(pk=context.launch_state_pk).update(
+        context={
+            "view": context.view,
+            "fhir_user": context.fhir_user,
+            "appointment_id": context.appointment_id,
+            "conference_id": context.conference_id,
+            "department_id": context.department_id,
+            "encounter_id": context.encounter_id,
+        }
+    )
 
 
 def launch_states_purge() -> int:

@@ -29,6 +29,7 @@ from connector.services.launch import (
     clinician_link_get_or_create,
     launch_begin,
     launch_complete,
+    launch_context_remember,
     launch_parameters_from,
 )
 from connector.services.visits import (
@@ -166,6 +167,7 @@ def _route_clinician(request: HttpRequest, visit: Visit, context: LaunchContext)
         )
     link = clinician_link_find(environment=context.endpoint.environment, fhir_user=context.fhir_user)
     if link is None:
+        launch_context_remember(context)  # what the account link page reads back
         token = signing.dumps({"s": context.launch_state_pk, "v": visit.pk}, salt=LINK_SALT)
         return redirect("visits:clinician-link", token=token)
     return _send_clinician(request, visit, link, context.view)
