@@ -46,6 +46,8 @@ PUBLIC_KEY_MESSAGE = (
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----")
 _BASE64_ONLY = re.compile(rb"^[A-Za-z0-9+/=\s]+$")
+# Blanks after a binary certificate that are tried off one by one (see _load).
+MAX_TRAILING_BLANKS = 16
 # DER OIDs that identify what a binary upload is when it is not a certificate.
 _OID_PKCS7_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
 _OID_PKCS7_DATA = bytes.fromhex("06092a864886f70d010701")
@@ -116,10 +118,14 @@ def _load(data: bytes) -> tuple[x509.Certificate, tuple[str, ...]]:
         except (binascii.Error, ValueError) as error:
             raise _fail(NOT_A_CERTIFICATE_MESSAGE, "not_certificate") from error
     else:
-        # Binary DER as uploaded first: stripping "whitespace" would cut one whose last
-        # byte happens to be 0x0A, 0x20 and the like (about 1 in 40); then without the
-        # blank a tool may have added at the end.
-        candidates = [data] if data == stripped else [data, stripped]
+        # Binary DER as uploaded first; then without the blanks a tool may have added at
+        # the end, one byte at a time: the certificate's own last bytes may be "whitespace"
+        # too (0x09, 0x0A, 0x20 and the like: about 1 in 40), so stripping them all would cut
+        # into it. Bounded: a file padded with many blanks is tried a few times, not once a byte.
+        trailing = len(data) - len(data.rstrip())
+        candidates = [data[: len(data) - cut] for cut in range(min(trailing, MAX_TRAILING_BLANKS) + 1)]
+        if stripped not in candidates:
+            candidates.append(stripped)
     for der in candidates:
         try:
             return x509.load_der_x509_certificate(der), ()

@@ -184,6 +184,25 @@ def test_a_der_file_whose_last_byte_looks_like_whitespace_is_read_whole():
     assert parsed.thumbprint_sha256 == certificate.fingerprint(hashes.SHA256()).hex().upper()
 
 
+@pytest.mark.parametrize("added", [b"\r\n", b"\n", b" \r\n\r\n"])
+def test_a_der_file_ending_in_whitespace_with_a_newline_added_is_read_whole(added):
+    # Both at once: the certificate's own last byte looks like a blank, and a tool added more.
+    key = make_key("p256")
+    encoded, certificate = b"", None
+    while encoded[-1:] not in (b"\n", b"\r", b" ", b"\t", b"\x0b", b"\x0c"):
+        certificate = make_certificate(key)
+        encoded = certificate.public_bytes(serialization.Encoding.DER)
+
+    parsed = certificate_parse(encoded + added)
+
+    assert parsed.thumbprint_sha256 == certificate.fingerprint(hashes.SHA256()).hex().upper()
+
+
+def test_a_binary_file_padded_with_many_blanks_is_refused_quickly(rsa_certificate):
+    with pytest.raises(ValidationError):
+        certificate_parse(b"\x30\x82" + b"\x00" * 100 + b" " * 1_000_000)
+
+
 def test_a_der_file_with_a_newline_added_at_the_end_is_still_read(rsa_certificate):
     parsed = certificate_parse(der(rsa_certificate) + b"\r\n")
 
