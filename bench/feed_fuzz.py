@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import logging
 import os
 import random
@@ -35,7 +34,7 @@ os.environ.setdefault("LOG_LEVEL", "CRITICAL")
 from django.db import connection  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
-from bench.sms_ingest_bench import TENANT_ID, set_up  # noqa: E402 - sets Django up
+from bench.sms_ingest_bench import TENANT_ID, feed_environ, set_up  # noqa: E402 - sets Django up
 
 
 class ErrorCounter(logging.Handler):
@@ -82,18 +81,7 @@ def run(args) -> None:
     started = time.perf_counter()
     for serial in range(args.messages):
         body, applied = mutate(rng, serial)
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": url,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "443",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "https",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "x-application/hl7-v2+er7",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_X_HL7_SIGNATURE": sign(body, key),
-        }
+        environ = feed_environ(url, body, sign(body, key))
         status: list[str] = []
         text = b"".join(application(environ, lambda line, headers, status=status: status.append(line)))
         code = status[0].split()[0]

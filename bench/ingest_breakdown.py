@@ -26,7 +26,6 @@ Only the workers' Python CPU is counted (time.process_time), not PostgreSQL's.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -87,18 +86,7 @@ def run(count: int) -> None:
     url = f"/sms/ingest/{ingest_bench.TENANT_ID}/test/"
 
     def environ(body: bytes, signature: str) -> dict:
-        return {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": url,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "443",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "https",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "x-application/hl7-v2+er7",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_X_HL7_SIGNATURE": signature,
-        }
+        return ingest_bench.feed_environ(url, body, signature)
 
     def full(body: bytes, signature: str) -> None:
         status = []

@@ -94,6 +94,22 @@ def siu(number: int, *, trigger: str, sent: datetime, start: datetime) -> bytes:
     return "\r".join(segments).encode()
 
 
+def feed_environ(url: str, body: bytes, signature: str) -> dict:
+    """The WSGI environ of one signed message POSTed to the feed, as a WSGI server would build it."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": url,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_TYPE": "x-application/hl7-v2+er7",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_X_HL7_SIGNATURE": signature,
+    }
+
+
 def set_up(key_kind: str):
     from connector.models import EndpointStatus, FhirEndpoint
     from sms.models import NumberState, PhoneNumber, SmsConsent, SmsSettings, TollFreeVerification
@@ -223,20 +239,10 @@ def run(args) -> None:
     from connector.wsgi import application  # what a WSGI server (gunicorn, uWSGI) calls
 
     def post(body: bytes, signature: str) -> None:
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": url,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "443",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "https",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "x-application/hl7-v2+er7",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_X_HL7_SIGNATURE": signature,
-        }
         status = []
-        text = b"".join(application(environ, lambda line, headers: status.append(line))).decode()
+        text = b"".join(
+            application(feed_environ(url, body, signature), lambda line, headers: status.append(line))
+        ).decode()
         assert status[0].startswith("200") and "MSA|AA|" in text, (status, text[:300])
 
     for _, body, signature in signed[: args.warmup]:
@@ -404,7 +410,9 @@ def report(
     )
     if rates:
         print(
-            f"  median of {len(rates)} rounds: " + ", ".join(f"{value:.0f}" for value in rates) + " messages/s"
+            f"  median of {len(rates)} rounds: "
+            + ", ".join(f"{value:.0f}" for value in rates)
+            + " messages/s"
         )
     if cpu:
         database = (
